@@ -1,0 +1,81 @@
+"""``charter contract ...``: validate contracts and publish the contract format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from charter.cli.common import echo_json, handle_errors
+from charter.contract.model import Contract, PolicyPack
+from charter.contract.registry import load_packs
+from charter.contract.source import read_yaml
+from charter.contract.validate import schema
+from charter.errors import ContractError, Issue
+
+
+@click.group("contract")
+def contract_group() -> None:
+    """Validate contracts and policy packs."""
+
+
+@contract_group.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--packs",
+    "pack_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Policy pack file or directory to merge (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@handle_errors
+def validate(paths: tuple[Path, ...], pack_paths: tuple[Path, ...], as_json: bool) -> None:
+    """Check contract and pack files; print every problem with file:line:column and a fix."""
+    packs = load_packs(list(pack_paths))
+    issues: list[Issue] = []
+    ok: list[dict[str, str]] = []
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(f for f in sorted(p.rglob("*.yaml")) if not f.name.endswith(".tests.yaml"))
+        else:
+            files.append(p)
+    for f in files:
+        try:
+            doc = read_yaml(f)
+            if isinstance(doc.data, dict) and "pack" in doc.data:
+                pack = PolicyPack.from_document(doc)
+                ok.append({"file": str(f), "pack": pack.name, "hash": pack.content_hash})
+            else:
+                c = Contract.from_document(doc, packs)
+                ok.append(
+                    {
+                        "file": str(f),
+                        "contract": c.ref,
+                        "hash": c.content_hash,
+                        "policy_hash": c.policy_hash,
+                    }
+                )
+        except ContractError as exc:
+            issues.extend(exc.issues)
+    if as_json:
+        echo_json({"valid": ok, "issues": [i.to_dict() for i in issues]})
+    else:
+        for item in ok:
+            name = item.get("contract") or f"pack {item.get('pack')}"
+            click.echo(f"ok  {item['file']}  {name}  sha256:{item['hash'][:16]}")
+        for issue in issues:
+            click.echo(str(issue), err=True)
+        if issues:
+            click.echo(f"{len(issues)} problem(s) found", err=True)
+    if issues:
+        raise SystemExit(ContractError.exit_code)
+
+
+@contract_group.command("schema")
+@click.option("--pack", is_flag=True, help="Print the policy pack schema instead.")
+def print_schema(pack: bool) -> None:
+    """Print the published JSON Schema of the contract (or pack) format."""
+    click.echo(json.dumps(schema("pack" if pack else "contract"), indent=2))

@@ -1,0 +1,187 @@
+"""``charter policy ...``: evaluate one decision and run policy test files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from charter.cli.common import echo_json, handle_errors, parse_json_arg, parse_json_object
+from charter.contract.model import Contract
+from charter.contract.registry import load_packs
+from charter.errors import UsageError
+from charter.policy.decision import DECISION_POINTS
+from charter.policy.history import ExecutedAction, InMemoryHistory
+from charter.policy.provenance import Observation
+from charter.policy.testing import discover, parse_instant, run_file
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Evaluate and test policies."""
+
+
+def _observations(raw: object) -> list[Observation]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise UsageError(
+            "option --observations: expected a JSON array of {channel, labels, content}"
+        )
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or "channel" not in item:
+            raise UsageError(
+                f"option --observations: item [{i}] needs at least a 'channel' and 'content'"
+            )
+        out.append(Observation.from_dict(item))
+    return out
+
+
+def _history(raw: object) -> InMemoryHistory:
+    if raw is None:
+        return InMemoryHistory()
+    if not isinstance(raw, list):
+        raise UsageError("option --history: expected a JSON array of {action, args, at}")
+    executed = []
+    for i, item in enumerate(raw):
+        try:
+            executed.append(
+                ExecutedAction(
+                    str(item["action"]), dict(item.get("args") or {}), parse_instant(item["at"])
+                )
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UsageError(
+                f"option --history: item [{i}] needs action and an ISO 8601 'at' ({exc})"
+            ) from None
+    return InMemoryHistory(executed)
+
+
+@policy_group.command("eval")
+@click.argument("contract", type=click.Path(path_type=Path))
+@click.option(
+    "--action",
+    "action_json",
+    help='The proposed action as JSON: {"name": ..., "args": {...}} or @file.json.',
+)
+@click.option("--input", "input_json", help="Task input as JSON or @file.json.")
+@click.option(
+    "--context", "context_json", help="Facts for the policy (context.*) as JSON or @file.json."
+)
+@click.option(
+    "--observations", "observations_json", help="JSON array of {channel, labels, content}."
+)
+@click.option("--proposal", "proposal_json", help='{"confidence": ..., "rationale": ...} as JSON.')
+@click.option("--run", "run_json", help="Run facts (step, model_calls, cost_usd, ...) as JSON.")
+@click.option("--outcome", "outcome_json", help="Outcome facts for --at outcome, as JSON.")
+@click.option(
+    "--history", "history_json", help="Executed actions for count(): [{action, args, at}]."
+)
+@click.option("--at", type=click.Choice(DECISION_POINTS), default="action", show_default=True)
+@click.option(
+    "--now", help="The decision instant, ISO 8601 with timezone (default: the current time)."
+)
+@click.option(
+    "--packs",
+    "pack_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Policy pack file or directory (repeatable).",
+)
+@click.option("--timing/--no-timing", default=False, help="Include elapsed_us in the output.")
+@handle_errors
+def eval_cmd(
+    contract: Path,
+    action_json: str | None,
+    input_json: str | None,
+    context_json: str | None,
+    observations_json: str | None,
+    proposal_json: str | None,
+    run_json: str | None,
+    outcome_json: str | None,
+    history_json: str | None,
+    at: str,
+    now: str | None,
+    pack_paths: tuple[Path, ...],
+    timing: bool,
+) -> None:
+    """Decide one request against CONTRACT and print the decision as JSON."""
+    c = Contract.load(contract, load_packs(list(pack_paths)))
+    action = parse_json_object(action_json, "--action")
+    if at == "action" and action is None:
+        raise UsageError(
+            '--action is required when --at is action, e.g. --action \'{"name": "issue_refund", "args": {}}\''
+        )
+    try:
+        instant = parse_instant(now) if now else None
+    except ValueError as exc:
+        raise UsageError(f"option --now: {exc}") from None
+    decision = c.decide(
+        at=at,  # type: ignore[arg-type]
+        action=action,
+        input=parse_json_object(input_json, "--input"),
+        context=parse_json_object(context_json, "--context"),
+        observations=_observations(parse_json_arg(observations_json, "--observations")),
+        proposal=parse_json_object(proposal_json, "--proposal"),
+        run=parse_json_object(run_json, "--run"),
+        outcome=parse_json_arg(outcome_json, "--outcome"),
+        now=instant,
+        history=_history(parse_json_arg(history_json, "--history")),
+    )
+    echo_json(decision.to_dict(timing=timing))
+
+
+@policy_group.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--min-coverage",
+    type=click.FloatRange(0, 100),
+    default=None,
+    help="Fail when the share of rules exercised is below PCT.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="List every case, not only failures.")
+@handle_errors
+def test_cmd(
+    paths: tuple[Path, ...], min_coverage: float | None, as_json: bool, verbose: bool
+) -> None:
+    """Run policy test files (*.tests.yaml) and report pass/fail per case and rule coverage."""
+    files = discover(paths)
+    if not files:
+        raise UsageError(f"no *.tests.yaml files found in {', '.join(map(str, paths))}")
+    results = [run_file(f) for f in files]
+    total_rules = sum(len(r.rules) for r in results)
+    total_covered = sum(len(r.covered) for r in results)
+    pct = 100.0 * total_covered / total_rules if total_rules else 100.0
+    failed = sum(r.failed for r in results)
+    below = min_coverage is not None and pct < min_coverage
+    if as_json:
+        echo_json(
+            {
+                "files": [r.to_dict() for r in results],
+                "coverage_pct": round(pct, 2),
+                "failed": failed,
+                "passed": sum(r.passed for r in results),
+            }
+        )
+    else:
+        for r in results:
+            click.echo(f"{r.file} ({r.contract})")
+            for case in r.cases:
+                if verbose or not case.passed:
+                    click.echo(f"  {'PASS' if case.passed else 'FAIL'}  {case.name}")
+                for f in case.failures:
+                    click.echo(f"        {f}")
+            click.echo(
+                f"  {r.passed} passed, {r.failed} failed; rule coverage {len(r.covered)}/{len(r.rules)}"
+            )
+            if r.uncovered:
+                click.echo(f"  rules no case exercised: {', '.join(r.uncovered)}")
+        click.echo(
+            f"coverage: {pct:.1f}%"
+            + (f" (below --min-coverage {min_coverage:g}%)" if below else "")
+        )
+        click.echo(f"{sum(r.passed for r in results)} passed, {failed} failed")
+    if failed or below:
+        raise SystemExit(1)

@@ -1,0 +1,1 @@
+"""Contracts: loading, validation, identity, registries and policy packs."""

@@ -1,0 +1,296 @@
+"""Checking contract and pack documents: structure first, then meaning, all errors at once.
+
+Structure is checked against the JSON Schemas shipped in this package (published with
+``charter contract schema``); meaning is what a schema cannot say — unique rule ids, CEL
+that compiles and calls known functions, ``compensate`` naming a declared action, argument
+schemas that are themselves valid JSON Schemas.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, ValidationError
+from referencing import Registry, Resource
+
+from charter.contract.source import Document, PathPart
+from charter.errors import Issue
+from charter.policy.cel import LIST_FUNCTIONS, STRING_FUNCTIONS, CelCompileError, compile_expression
+
+#: Functions CEL itself provides (cel-rust) plus Charter's; a call to anything else is a typo.
+KNOWN_FUNCTIONS = frozenset(
+    {
+        "size",
+        "contains",
+        "startsWith",
+        "endsWith",
+        "matches",
+        "int",
+        "uint",
+        "double",
+        "string",
+        "bytes",
+        "bool",
+        "timestamp",
+        "duration",
+        "dyn",
+        "type",
+        "max",
+        "min",
+        "getFullYear",
+        "getMonth",
+        "getDayOfYear",
+        "getDayOfMonth",
+        "getDate",
+        "getDayOfWeek",
+        "getHours",
+        "getMinutes",
+        "getSeconds",
+        "getMilliseconds",
+        "count",
+        "provenance",
+    }
+    | set(STRING_FUNCTIONS)
+    | set(LIST_FUNCTIONS)
+)
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    """The published JSON Schema ``contract`` or ``pack``."""
+    text = resources.files("charter.contract").joinpath(f"{name}.schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    registry: Registry[Any] = Registry().with_resources(
+        (schema(n)["$id"], Resource.from_contents(schema(n))) for n in ("contract", "pack")
+    )
+    return Draft202012Validator(schema(name), registry=registry)
+
+
+def _schema_properties(error: ValidationError) -> list[str]:
+    sch = error.schema
+    props = sch.get("properties") if isinstance(sch, dict) else None
+    return list(props) if isinstance(props, dict) else []
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _hint(error: ValidationError) -> str:
+    v = error.validator
+    if v == "required":
+        missing = str(error.message).split("'")[1] if "'" in error.message else "the key"
+        return f"add `{missing}`"
+    if v == "additionalProperties":
+        allowed = sorted(_schema_properties(error))
+        return "remove it or fix its spelling" + (
+            f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        )
+    if v == "enum":
+        return "use one of: " + ", ".join(str(x) for x in _as_list(error.validator_value))
+    if v == "type":
+        return f"make it a {error.validator_value}"
+    if v == "pattern":
+        pattern = str(error.validator_value)
+        if "ms|s|m|h|d" in pattern:
+            return "write a duration like 30s, 5m, 4h, 1d or 1h30m"
+        if ":" in pattern and "A-Za-z_" in pattern:
+            return "write an import path like package.module:function"
+        return f"match the pattern {pattern} (lower-case letters, digits, '-' and '_')"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"use a value within the allowed range ({v} {error.validator_value})"
+    if v == "minProperties":
+        return "declare at least one entry"
+    if v == "minItems":
+        return f"list at least {error.validator_value} item(s)"
+    if v == "uniqueItems":
+        return "remove the repeated entries"
+    if v == "oneOf":
+        return "see the contract format in docs/contracts.md for the accepted forms"
+    return "see docs/contracts.md"
+
+
+def _schema_issues(doc: Document, name: str) -> Iterator[Issue]:
+    for error in sorted(
+        _validator(name).iter_errors(doc.data), key=lambda e: list(map(str, e.path))
+    ):
+        parts: list[PathPart] = list(error.path)
+        message = error.message
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(_schema_properties(error))
+            extras = [k for k in error.instance if k not in allowed]
+            for extra in extras:
+                yield doc.issue([*parts, extra], f"unknown key {extra!r}", _hint(error))
+            continue
+        if error.validator == "propertyNames":
+            bad = error.instance
+            yield doc.issue(
+                [*parts, str(bad)],
+                f"invalid name {bad!r}",
+                "use lower-case letters, digits, '-', '_' (and '.' for channels)",
+            )
+            continue
+        if error.validator == "oneOf" and parts and parts[-1] == "version":
+            message = f"{error.instance!r} is not a valid version"
+            yield doc.issue(
+                parts, message, "use a positive integer (3) or a dotted version ('1.2.0')"
+            )
+            continue
+        yield doc.issue(parts, message, _hint(error))
+
+
+def check_expression(doc: Document, parts: list[PathPart], source: Any) -> Iterator[Issue]:
+    """Compile one CEL expression; report syntax errors and unknown functions at its path."""
+    if not isinstance(source, str) or not source.strip():
+        return
+    try:
+        expr = compile_expression(source)
+    except CelCompileError as exc:
+        yield doc.issue(
+            parts, f"CEL expression does not compile: {exc}", "fix the expression syntax"
+        )
+        return
+    unknown = sorted(
+        f
+        for f in expr.functions
+        if not f.startswith(("_", "@", "!", "-")) and f not in KNOWN_FUNCTIONS
+    )
+    for fn in unknown:
+        yield doc.issue(
+            parts,
+            f"CEL expression calls unknown function {fn!r}",
+            "check the spelling; functions available to policies are listed in docs/policy.md",
+        )
+
+
+def check_rules(doc: Document, prefix: list[PathPart], rules: Any) -> Iterator[Issue]:
+    """Unique ids and compiling conditions for a list of rules (contract or pack)."""
+    if not isinstance(rules, list):
+        return
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        rid = rule.get("id")
+        if isinstance(rid, str):
+            if rid.startswith("flow:"):
+                yield doc.issue(
+                    [*prefix, i, "id"],
+                    f"rule id {rid!r} is reserved for built-in flow rules",
+                    "choose another id",
+                )
+            if rid in seen:
+                yield doc.issue(
+                    [*prefix, i, "id"],
+                    f"duplicate rule id {rid!r} (first used by rules[{seen[rid]}])",
+                    "give every rule a unique id",
+                )
+            else:
+                seen[rid] = i
+        yield from check_expression(doc, [*prefix, i, "when"], rule.get("when"))
+
+
+def _check_json_schema(doc: Document, parts: list[PathPart], value: Any) -> Iterator[Issue]:
+    if not isinstance(value, dict):
+        return
+    try:
+        Draft202012Validator.check_schema(value)
+    except SchemaError as exc:
+        where = [*parts, *exc.path]
+        yield doc.issue(
+            where,
+            f"not a valid JSON Schema (2020-12): {exc.message}",
+            "fix the schema keyword at this path",
+        )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def contract_issues(doc: Document) -> list[Issue]:
+    """Every structural and semantic problem of a contract document, in file order."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return [
+            doc.issue(
+                [], "a contract must be a YAML mapping", "start the file with `contract: NAME`"
+            )
+        ]
+    issues = list(_schema_issues(doc, "contract"))
+    issues.extend(_check_json_schema(doc, ["input"], data.get("input")))
+    actions = _mapping(data.get("actions"))
+    channels = _mapping(data.get("channels"))
+    for name, spec in actions.items():
+        if not isinstance(spec, dict):
+            continue
+        issues.extend(_check_json_schema(doc, ["actions", name, "args"], spec.get("args")))
+        comp = spec.get("compensate")
+        if isinstance(comp, str):
+            if comp not in actions:
+                issues.append(
+                    doc.issue(
+                        ["actions", name, "compensate"],
+                        f"compensate names undeclared action {comp!r}",
+                        f"declare `{comp}` under actions or use one of: {', '.join(sorted(actions))}",
+                    )
+                )
+            elif comp == name:
+                issues.append(
+                    doc.issue(
+                        ["actions", name, "compensate"],
+                        "an action cannot compensate itself",
+                        "name the action that undoes this one",
+                    )
+                )
+        for j, ch in enumerate(spec.get("reads") or []):
+            if isinstance(ch, str) and ch not in channels:
+                issues.append(
+                    doc.issue(
+                        ["actions", name, "reads", j],
+                        f"reads undeclared channel {ch!r}",
+                        "declare it under channels",
+                    )
+                )
+        if spec.get("allows_labels") and spec.get("egress", "internal") != "external":
+            issues.append(
+                doc.issue(
+                    ["actions", name, "allows_labels"],
+                    "allows_labels only applies to actions with `egress: external`",
+                    "add `egress: external` or remove allows_labels",
+                )
+            )
+    policy = _mapping(data.get("policy"))
+    issues.extend(check_rules(doc, ["policy", "rules"], policy.get("rules")))
+    for i, expr in enumerate(
+        data.get("success") or [] if isinstance(data.get("success"), list) else []
+    ):
+        issues.extend(check_expression(doc, ["success", i], expr))
+    value = data.get("value")
+    if isinstance(value, dict):
+        issues.extend(check_expression(doc, ["value", "expr"], value.get("expr")))
+    return sorted(issues, key=lambda i: (i.line, i.column, i.path, i.message))
+
+
+def pack_issues(doc: Document) -> list[Issue]:
+    """Every problem of a policy pack document."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return [
+            doc.issue(
+                [], "a policy pack must be a YAML mapping", "start the file with `pack: NAME`"
+            )
+        ]
+    issues = list(_schema_issues(doc, "pack"))
+    issues.extend(check_rules(doc, ["rules"], data.get("rules")))
+    return sorted(issues, key=lambda i: (i.line, i.column, i.path, i.message))

@@ -1,0 +1,1 @@
+"""Policy: CEL rules, built-in functions, provenance and the decision engine."""

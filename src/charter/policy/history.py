@@ -1,0 +1,59 @@
+"""What policy may ask about the past: how many times was an action executed recently?
+
+Rate rules (``count("send_email", {"to": action.args.to}, duration("1h")) >= 3``) need a
+view of executed actions. Policy stays a pure function of its inputs by receiving that
+view as a :class:`HistoryProvider`; the in-memory provider serves tests and ``policy eval``,
+the ledger provides the same interface for real runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class HistoryProvider(Protocol):
+    """Counts executed actions named ``action`` whose args contain ``match``, in [since, until]."""
+
+    def count(
+        self, action: str, match: Mapping[str, Any], since: datetime, until: datetime
+    ) -> int: ...
+
+
+def args_match(args: Mapping[str, Any], match: Mapping[str, Any]) -> bool:
+    """True when every key of ``match`` is in ``args`` with an equal value."""
+    return all(k in args and args[k] == v for k, v in match.items())
+
+
+@dataclass(frozen=True)
+class ExecutedAction:
+    action: str
+    args: Mapping[str, Any]
+    at: datetime
+
+
+class InMemoryHistory:
+    """A list of executed actions; fine for tests, policy files and single decisions."""
+
+    def __init__(self, executed: list[ExecutedAction] | None = None) -> None:
+        self._executed: list[ExecutedAction] = list(executed or [])
+
+    def record(self, action: str, args: Mapping[str, Any], at: datetime) -> None:
+        self._executed.append(ExecutedAction(action, dict(args), at))
+
+    def count(self, action: str, match: Mapping[str, Any], since: datetime, until: datetime) -> int:
+        return sum(
+            1
+            for e in self._executed
+            if e.action == action and since <= e.at <= until and args_match(e.args, match)
+        )
+
+
+class NoHistory:
+    """History for callers that have none: every count is zero."""
+
+    def count(self, action: str, match: Mapping[str, Any], since: datetime, until: datetime) -> int:
+        return 0
