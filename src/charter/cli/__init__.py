@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from charter import __version__
 from charter.cli.contract import contract_group
 from charter.cli.policy import policy_group
+from charter.cli.runs import (
+    replay_cmd,
+    report_cmd,
+    review_group,
+    run_group,
+    verify_cmd,
+    worker_cmd,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -15,9 +26,23 @@ def cli() -> None:
     """Charter: govern what language models may do, and record everything they did."""
 
 
-cli.add_command(contract_group)
-cli.add_command(policy_group)
+for command in (
+    contract_group,
+    policy_group,
+    run_group,
+    review_group,
+    verify_cmd,
+    replay_cmd,
+    worker_cmd,
+    report_cmd,
+):
+    cli.add_command(command)
 
 
 def main() -> None:
+    # Contracts name readers, executors and model scripts by import path; like `python -m`,
+    # resolve them from the current directory first.
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     cli()

@@ -64,6 +64,7 @@ class PolicyPack:
     rules: tuple[Rule, ...]
     content_hash: str
     path: str
+    data: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> PolicyPack:
@@ -85,6 +86,7 @@ class PolicyPack:
             rules=tuple(_rules(data["rules"], source=name, prefix=f"{name}/")),
             content_hash=canonical_hash(data),
             path=doc.file,
+            data=data,
         )
 
     def applies(self, contract: str, domain: str) -> bool:

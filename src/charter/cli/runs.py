@@ -1,0 +1,581 @@
+"""``charter run ...``, ``charter review ...``, ``verify``, ``replay``, ``worker``, ``report``."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from charter.cli.common import echo_json, handle_errors, parse_json_object
+from charter.contract.model import Contract
+from charter.contract.registry import load_packs
+from charter.errors import UsageError
+from charter.ledger.events import (
+    ActionCompleted,
+    ActionDecided,
+    ActionFailed,
+    ActionStarted,
+    BudgetExceeded,
+    ChannelRead,
+    CompensationStarted,
+    ModelCalled,
+    ProposalAccepted,
+    ProposalRejected,
+    ReviewDecided,
+    ReviewRequested,
+    RunAdmitted,
+    RunCancelled,
+    RunCompleted,
+    RunEscalated,
+    RunFailed,
+    RunRefused,
+    RunSubmitted,
+    StoredEvent,
+)
+from charter.ledger.store import open_store
+from charter.ledger.verify import verify
+from charter.runs.replay import replay
+from charter.runs.report import build_report
+from charter.runs.runtime import Runtime
+from charter.runs.state import RunState, parse_time
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        envvar="CHARTER_DATABASE_URL",
+        default="charter.db",
+        show_default=True,
+        help="Ledger location: a SQLite path or sqlite:///path (env CHARTER_DATABASE_URL).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def _runtime(db: str, *, create: bool = False) -> Runtime:
+    return Runtime(open_store(db, create=create))
+
+
+def state_summary(state: RunState) -> dict[str, Any]:
+    return {
+        "run_id": state.run_id,
+        "contract": state.contract,
+        "status": state.status,
+        "model_calls": state.model_calls,
+        "tokens": state.tokens,
+        "cost_usd": round(state.cost_usd, 6),
+        "actions_executed": len(state.executed),
+        "waiting_for": state.review.review_id if state.review else None,
+        "events": state.seq,
+    }
+
+
+# -- run ---------------------------------------------------------------------------------
+@click.group("run")
+def run_group() -> None:
+    """Submit, inspect and cancel runs."""
+
+
+@run_group.command("start")
+@click.argument("contract", type=click.Path(path_type=Path))
+@click.option("--input", "input_json", required=True, help="Task input as JSON or @file.json.")
+@click.option("--context", "context_json", help="Extra facts for policy (context.*) as JSON.")
+@click.option(
+    "--key",
+    "idempotency_key",
+    help="Idempotency key: submitting the same key twice returns the first run.",
+)
+@click.option(
+    "--packs",
+    "pack_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Policy pack file or directory.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Process the run in this process until it ends or waits for a review.",
+)
+@db_option
+@json_option
+@handle_errors
+def run_start(
+    contract: Path,
+    input_json: str,
+    context_json: str | None,
+    idempotency_key: str | None,
+    pack_paths: tuple[Path, ...],
+    wait: bool,
+    db: str,
+    as_json: bool,
+) -> None:
+    """Submit CONTRACT (a contract file) with an input; a worker or --wait processes it."""
+    c = Contract.load(contract, load_packs(list(pack_paths)))
+    payload = parse_json_object(input_json, "--input")
+    assert payload is not None
+    rt = _runtime(db, create=True)
+    run_id = rt.submit(
+        c,
+        payload,
+        context=parse_json_object(context_json, "--context"),
+        idempotency_key=idempotency_key,
+    )
+    state = rt.run(run_id) if wait else rt.state(run_id)
+    if as_json:
+        echo_json(state_summary(state))
+    else:
+        click.echo(f"{run_id}  {state.contract}  {state.status}")
+        if state.review:
+            click.echo(
+                f"waiting for review {state.review.review_id}: charter review show {state.review.review_id}"
+            )
+
+
+@run_group.command("list")
+@click.option(
+    "--status",
+    help="Only runs in this status (queued, waiting, completed, failed, escalated, refused, cancelled).",
+)
+@click.option("--contract", help="Only runs of this contract (name or name@version).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@db_option
+@json_option
+@handle_errors
+def run_list(status: str | None, contract: str | None, limit: int, db: str, as_json: bool) -> None:
+    """List runs, newest first."""
+    rows = open_store(db, create=False).list_runs(status=status, contract=contract, limit=limit)
+    if as_json:
+        echo_json([r.__dict__ for r in rows])
+        return
+    for r in rows:
+        click.echo(f"{r.run_id}  {r.contract:<16} {r.status:<10} {r.created_at}")
+    if not rows:
+        click.echo("no runs")
+
+
+def _line(stored: StoredEvent, t0: str) -> str:
+    ev = stored.event
+    offset = (parse_time(stored.at) - parse_time(t0)).total_seconds() * 1000
+    head = f"{stored.seq:>4} +{offset:9.1f}ms  "
+    if isinstance(ev, RunSubmitted):
+        return head + f"submitted {ev.contract} input={json.dumps(ev.input)[:120]}"
+    if isinstance(ev, ChannelRead):
+        return head + f"read {ev.channel} [{','.join(ev.labels) or '-'}] ({ev.reason})"
+    if isinstance(ev, RunAdmitted):
+        return head + (
+            "admitted after review " + ev.by_review
+            if ev.by_review
+            else f"admitted ({', '.join(ev.decision.get('rules', [])) or 'no rules'})"
+        )
+    if isinstance(ev, RunRefused):
+        return head + f"REFUSED: {ev.reason}"
+    if isinstance(ev, ModelCalled):
+        return head + (
+            f"model {ev.provider}:{ev.model} step {ev.step} attempt {ev.attempt}: "
+            f"{ev.input_tokens}+{ev.output_tokens} tokens, ${ev.cost_usd:.4f}, {ev.latency_ms:.1f}ms"
+        )
+    if isinstance(ev, ProposalAccepted):
+        what = (
+            "final answer " + json.dumps(ev.final)
+            if ev.final is not None
+            else ", ".join(f"{a['name']}({json.dumps(a.get('args', {}))})" for a in ev.actions)
+        )
+        return head + f"proposal (confidence {ev.confidence:.2f}): {what}"
+    if isinstance(ev, ProposalRejected):
+        return head + f"proposal REJECTED: {'; '.join(ev.reasons)}"
+    if isinstance(ev, ActionDecided):
+        d = ev.decision
+        rules = ", ".join(d.get("rules") or []) or "default"
+        return (
+            head
+            + f"decided {ev.action} step {ev.step}: {d['effect'].upper()} by {rules} — {'; '.join(d.get('reasons', []))}"
+        )
+    if isinstance(ev, ReviewRequested):
+        due = f", due {ev.due_at}" if ev.due_at else ""
+        return (
+            head
+            + f"review {ev.review_id} requested ({ev.kind}, {ev.effect}) from {', '.join(ev.reviewers) or '-'}{due}"
+        )
+    if isinstance(ev, ReviewDecided):
+        edit = f" with args {json.dumps(ev.edited_args)}" if ev.edited_args is not None else ""
+        return head + f"review {ev.review_id}: {ev.verdict} by {ev.by}{edit} {ev.comment}".rstrip()
+    if isinstance(ev, ActionStarted):
+        kind = "compensation " if ev.compensation else ""
+        return (
+            head
+            + f"{kind}started {ev.action} step {ev.step} attempt {ev.attempt} key {ev.idempotency_key}"
+        )
+    if isinstance(ev, ActionCompleted):
+        return (
+            head + f"completed {ev.action} in {ev.duration_ms:.1f}ms: {json.dumps(ev.result)[:120]}"
+        )
+    if isinstance(ev, ActionFailed):
+        return head + f"FAILED {ev.action}: {ev.error}"
+    if isinstance(ev, CompensationStarted):
+        return head + f"compensating steps {ev.steps}: {ev.reason}"
+    if isinstance(ev, BudgetExceeded):
+        return (
+            head
+            + f"BUDGET {ev.limit} exceeded: {ev.used:g} used + {ev.requested:g} requested > {ev.allowed:g}"
+        )
+    if isinstance(ev, RunCompleted):
+        return head + f"COMPLETED success={ev.success} value={ev.value} cost=${ev.cost_usd:.4f}"
+    if isinstance(ev, RunFailed):
+        return head + f"FAILED: {ev.error}"
+    if isinstance(ev, RunEscalated):
+        return head + f"ESCALATED to {', '.join(ev.reviewers) or '-'}: {ev.reason}"
+    if isinstance(ev, RunCancelled):
+        return head + f"CANCELLED by {ev.by}: {ev.reason}"
+    return head + ev.TYPE
+
+
+@run_group.command("show")
+@click.argument("run_id")
+@db_option
+@json_option
+@handle_errors
+def run_show(run_id: str, db: str, as_json: bool) -> None:
+    """Print a run's timeline: model calls, proposals, decisions, reviews, actions."""
+    rt = _runtime(db)
+    state = rt.state(run_id)
+    events = rt.store.events(state.run_id)
+    if as_json:
+        echo_json(
+            {
+                **state_summary(state),
+                "timeline": [
+                    {
+                        "seq": e.seq,
+                        "at": e.at,
+                        "type": e.type,
+                        "data": e.event.to_data(),
+                        "hash": e.hash,
+                    }
+                    for e in events
+                ],
+            }
+        )
+        return
+    click.echo(f"run {state.run_id}  {state.contract}  status: {state.status}")
+    click.echo(
+        f"model calls {state.model_calls}, tokens {state.tokens}, cost ${state.cost_usd:.4f}, actions executed {len(state.executed)}"
+    )
+    for e in events:
+        click.echo(_line(e, events[0].at))
+
+
+@run_group.command("cancel")
+@click.argument("run_id")
+@click.option("--reason", default="cancelled by operator", show_default=True)
+@click.option("--by", default=None, help="Who cancels (default: the OS user).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@db_option
+@handle_errors
+def run_cancel(run_id: str, reason: str, by: str | None, yes: bool, db: str) -> None:
+    """Cancel a run that has not ended; its pending actions never execute."""
+    if not yes:
+        click.confirm(f"Cancel run {run_id}?", abort=True)
+    rt = _runtime(db)
+    rt.cancel(run_id, by=by or getpass.getuser(), reason=reason)
+    click.echo(f"cancelled {rt.state(run_id).run_id}")
+
+
+# -- review ------------------------------------------------------------------------------
+@click.group("review")
+def review_group() -> None:
+    """List and decide pending reviews."""
+
+
+@review_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include decided reviews.")
+@db_option
+@json_option
+@handle_errors
+def review_list(show_all: bool, db: str, as_json: bool) -> None:
+    """Reviews waiting for a person (oldest first)."""
+    rows = open_store(db, create=False).list_reviews(status=None if show_all else "pending")
+    if as_json:
+        echo_json([r.__dict__ for r in rows])
+        return
+    for r in rows:
+        what = r.action or r.kind
+        click.echo(
+            f"{r.review_id}  {r.run_id}  {r.contract:<14} {what:<14} {r.effect:<9} {r.status:<8} {'; '.join(r.reasons)[:70]}"
+        )
+    if not rows:
+        click.echo("no reviews waiting" if not show_all else "no reviews")
+
+
+@review_group.command("show")
+@click.argument("review_id")
+@db_option
+@json_option
+@handle_errors
+def review_show(review_id: str, db: str, as_json: bool) -> None:
+    """What a review is about: the exact action, why policy asked, and the run so far."""
+    rt = _runtime(db)
+    row = rt.store.get_review(review_id)
+    state = rt.state(row.run_id)
+    req = next((r for r in state.requests if r.review_id == row.review_id), None)
+    data = {
+        **row.__dict__,
+        "args": req.args if req else None,
+        "digest": req.digest if req else None,
+        "input": state.input,
+        "proposal": state.proposal,
+    }
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"review {row.review_id} ({row.status}) on run {row.run_id} [{row.contract}]")
+    click.echo(f"  asks: {row.effect} of {row.kind} {row.action or ''}".rstrip())
+    if req and req.args is not None:
+        click.echo(f"  args: {json.dumps(req.args)}")
+    click.echo(f"  why: {'; '.join(row.reasons)}")
+    click.echo(f"  reviewers: {', '.join(row.reviewers) or '-'}; due {row.due_at or 'no SLA'}")
+    click.echo(f"  input: {json.dumps(state.input)[:300]}")
+    if state.proposal:
+        click.echo(
+            f"  model rationale ({state.proposal.get('confidence')}): {state.proposal.get('rationale')}"
+        )
+
+
+def _decide(
+    review_id: str,
+    verdict: str,
+    by: str | None,
+    comment: str,
+    args_json: str | None,
+    cont: bool,
+    db: str,
+    as_json: bool,
+) -> None:
+    rt = _runtime(db)
+    args = parse_json_object(args_json, "--args")
+    run_id = rt.decide_review(
+        review_id, verdict, by=by or getpass.getuser(), comment=comment, args=args
+    )
+    state = rt.run(run_id) if cont else rt.state(run_id)
+    if as_json:
+        echo_json(state_summary(state))
+    else:
+        click.echo(f"{verdict}d {review_id}; run {run_id} is now {state.status}")
+
+
+@review_group.command("approve")
+@click.argument("review_id")
+@click.option(
+    "--args", "args_json", help="Edited action args as JSON; re-validated and re-decided by policy."
+)
+@click.option("--by", help="Reviewer name (default: the OS user).")
+@click.option("--comment", default="")
+@click.option(
+    "--continue/--no-continue", "cont", default=True, help="Continue the run in this process."
+)
+@db_option
+@json_option
+@handle_errors
+def review_approve(
+    review_id: str,
+    args_json: str | None,
+    by: str | None,
+    comment: str,
+    cont: bool,
+    db: str,
+    as_json: bool,
+) -> None:
+    """Approve the exact action (or admission/outcome) under review."""
+    _decide(review_id, "approve", by, comment, args_json, cont, db, as_json)
+
+
+@review_group.command("reject")
+@click.argument("review_id")
+@click.option("--comment", required=True, help="Why; the model sees it as the reason.")
+@click.option("--by", help="Reviewer name (default: the OS user).")
+@click.option(
+    "--continue/--no-continue", "cont", default=True, help="Continue the run in this process."
+)
+@db_option
+@json_option
+@handle_errors
+def review_reject(
+    review_id: str, comment: str, by: str | None, cont: bool, db: str, as_json: bool
+) -> None:
+    """Reject what is under review; the action never executes."""
+    _decide(review_id, "reject", by, comment, None, cont, db, as_json)
+
+
+# -- ledger-wide -------------------------------------------------------------------------
+@click.command("verify")
+@click.argument("run_ids", nargs=-1)
+@db_option
+@json_option
+@handle_errors
+def verify_cmd(run_ids: tuple[str, ...], db: str, as_json: bool) -> None:
+    """Check the hash chain of every run (or the given runs); exit 1 on the first broken link of any."""
+    store = open_store(db, create=False)
+    ids = [store.find_run(r).run_id for r in run_ids] if run_ids else store.run_ids()
+    checked, broken = verify(store, ids)
+    if as_json:
+        echo_json(
+            {
+                "checked": checked,
+                "intact": checked - len(broken),
+                "broken": [b.to_dict() for b in broken],
+            }
+        )
+    else:
+        for b in broken:
+            click.echo(f"BROKEN {b.run_id} at event {b.seq}: {b.problem}")
+        click.echo(
+            f"{checked} run(s) checked, {checked - len(broken)} intact, {len(broken)} broken"
+        )
+    if broken:
+        raise SystemExit(1)
+
+
+@click.command("replay")
+@click.argument("run_ids", nargs=-1)
+@click.option("--all", "all_runs", is_flag=True, help="Replay every run in the ledger.")
+@db_option
+@json_option
+@handle_errors
+def replay_cmd(run_ids: tuple[str, ...], all_runs: bool, db: str, as_json: bool) -> None:
+    """Re-decide runs from the ledger (no model or executor calls); exit 1 on any divergence."""
+    rt = _runtime(db)
+    if not run_ids and not all_runs:
+        raise UsageError("name a run id, or pass --all")
+    ids = rt.store.run_ids() if all_runs else [rt.store.find_run(r).run_id for r in run_ids]
+    results = []
+    for rid in ids:
+        row = rt.store.get_run(rid)
+        results.append(replay(rt.store, rt.contract_for(row.policy_hash), rid))
+    diverged = [r for r in results if not r.agrees]
+    if as_json:
+        echo_json(
+            {
+                "runs": len(results),
+                "agree": len(results) - len(diverged),
+                "results": [r.to_dict() for r in diverged if r]
+                if all_runs
+                else [r.to_dict() for r in results],
+            }
+        )
+    else:
+        for r in results:
+            if r.agrees:
+                if not all_runs:
+                    click.echo(f"{r.run_id}: {r.decisions} decision(s) replayed, all identical")
+            else:
+                click.echo(
+                    f"{r.run_id}: DIVERGES at event {r.divergence['seq'] if r.divergence else '?'}: {json.dumps(r.divergence)}"
+                )
+        click.echo(
+            f"{len(results)} run(s) replayed, {len(results) - len(diverged)} agree, {len(diverged)} diverge"
+        )
+    if diverged:
+        raise SystemExit(1)
+
+
+@click.command("worker")
+@click.option(
+    "--concurrency",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Runs processed in parallel (threads).",
+)
+@click.option(
+    "--idle-exit", type=float, default=None, help="Exit after this many seconds with nothing to do."
+)
+@click.option(
+    "--max-runs",
+    type=click.IntRange(1),
+    default=None,
+    help="Exit after processing this many runs (per thread).",
+)
+@click.option(
+    "--poll", type=float, default=0.25, show_default=True, help="Seconds between polls when idle."
+)
+@db_option
+@handle_errors
+def worker_cmd(
+    concurrency: int, idle_exit: float | None, max_runs: int | None, poll: float, db: str
+) -> None:
+    """Process queued runs until SIGTERM/SIGINT (finishing the current step first)."""
+    runtimes = [_runtime(db, create=True) for _ in range(concurrency)]
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for rt in runtimes:
+            rt.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    counts = [0] * concurrency
+
+    def loop(i: int) -> None:
+        counts[i] = runtimes[i].work(idle_exit=idle_exit, poll=poll, max_runs=max_runs)
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)
+    click.echo(f"worker stopped after processing {sum(counts)} run(s)")
+
+
+@click.command("report")
+@click.option("--contract", help="Only this contract (name or name@version).")
+@db_option
+@json_option
+@handle_errors
+def report_cmd(contract: str | None, db: str, as_json: bool) -> None:
+    """Per contract: runs by outcome, decisions, human overrides, cost, value, latency."""
+    rt = _runtime(db)
+    units: dict[str, str] = {}
+    for row in rt.store.list_runs(contract=contract, limit=1_000_000):
+        if row.contract not in units:
+            c = rt.contract_for(row.policy_hash)
+            units[row.contract] = str(c.value["unit"]) if c.value else ""
+    reports = build_report(rt.store, contract, {k: v for k, v in units.items() if v})
+    if as_json:
+        echo_json([r.to_dict() for r in reports])
+        return
+    if not reports:
+        click.echo("no runs")
+    for r in reports:
+        d = r.to_dict()
+        click.echo(f"{r.contract}")
+        click.echo("  runs:     " + ", ".join(f"{k} {v}" for k, v in sorted(d["runs"].items())))
+        a = d["actions"]
+        click.echo(
+            f"  actions:  {a['auto_allowed']} auto-allowed, {a['reviewed']} sent to review, {a['escalated']} escalated, {a['denied']} denied; {a['executed']} executed"
+        )
+        rv = d["reviews"]
+        rate = f"{rv['override_rate'] * 100:.1f}%" if rv["override_rate"] is not None else "n/a"
+        click.echo(
+            f"  reviews:  {rv['decided']} decided, {rv['overridden']} overridden (override rate {rate}), {rv['expired']} expired"
+        )
+        click.echo(
+            f"  model:    {d['model_calls']} calls, {d['tokens']} tokens, cost ${d['cost_usd']:.4f}"
+        )
+        if d["value"] is not None:
+            click.echo(f"  value:    {d['value']:.2f} {d['value_unit']}")
+        lat = d["latency_s"]
+        if lat["p50"] is not None:
+            click.echo(
+                f"  latency:  p50 {lat['p50']:.3f}s, p95 {lat['p95']:.3f}s (submitted → ended)"
+            )

@@ -1,0 +1,1 @@
+"""Executors: deterministic code that performs actions, exactly once per idempotency key."""

@@ -1,0 +1,108 @@
+"""Resolving and calling executors: Python callables by import path, and HTTP endpoints.
+
+An executor performs one action and returns a JSON-serialisable result. It receives an
+idempotency key that stays the same if the call is retried after a crash, so effects
+happen once even when the runtime cannot know whether the first call got through.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from charter.durations import parse_duration
+from charter.errors import CharterError
+from charter.execution.base import ExecutionContext
+
+Executor = Callable[[dict[str, Any], ExecutionContext], Any]
+
+
+class ExecutorError(CharterError):
+    """An executor could not be resolved or its call failed."""
+
+    code = "executor_error"
+
+
+_cache: dict[str, Callable[..., Any]] = {}
+
+
+def resolve_callable(path: str, what: str = "executor") -> Callable[..., Any]:
+    """Import ``package.module:function``; errors say which part is wrong."""
+    found = _cache.get(path)
+    if found is not None:
+        return found
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ExecutorError(
+            f"{what} {path!r}: cannot import module {module_name!r} ({exc}); "
+            "is it installed or on PYTHONPATH (run from the project root)?"
+        ) from None
+    func: Callable[..., Any] | None = getattr(module, attr, None)
+    if func is None or not callable(func):
+        raise ExecutorError(f"{what} {path!r}: module {module_name!r} has no callable {attr!r}")
+    _cache[path] = func
+    return func
+
+
+class HttpExecutor:
+    """POST the args as JSON with an ``Idempotency-Key`` header; retry 5xx and timeouts.
+
+    4xx answers are final (the request itself is wrong); 5xx and network errors are retried
+    with exponential backoff and jitter, always with the same idempotency key.
+    """
+
+    def __init__(
+        self, url: str, timeout: float = 10.0, retries: int = 3, backoff: float = 0.2
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+
+    def __call__(self, args: dict[str, Any], ctx: ExecutionContext) -> Any:
+        import httpx
+
+        headers = {
+            "Idempotency-Key": ctx.idempotency_key,
+            "Content-Type": "application/json",
+            "X-Charter-Run": ctx.run_id,
+            "X-Charter-Action": ctx.action,
+        }
+        body = json.dumps(args, sort_keys=True)
+        last = ""
+        for attempt in range(self.retries + 1):
+            try:
+                resp = httpx.post(self.url, content=body, headers=headers, timeout=self.timeout)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if resp.status_code < 300:
+                    if not resp.content:
+                        return {}
+                    try:
+                        return resp.json()
+                    except ValueError:
+                        raise ExecutorError(
+                            f"{self.url} answered {resp.status_code} with a body that is not JSON"
+                        ) from None
+                if resp.status_code < 500:
+                    raise ExecutorError(
+                        f"{self.url} refused the action: HTTP {resp.status_code} {resp.text[:200]}"
+                    )
+                last = f"HTTP {resp.status_code} {resp.text[:200]}"
+            if attempt < self.retries:
+                time.sleep(self.backoff * (2**attempt) * (0.5 + random.random()))
+        raise ExecutorError(f"{self.url} failed after {self.retries + 1} attempts: {last}")
+
+
+def resolve_executor(spec: str | Mapping[str, Any]) -> Executor:
+    if isinstance(spec, str):
+        return resolve_callable(spec)
+    timeout = parse_duration(spec["timeout"]).total_seconds() if spec.get("timeout") else 10.0
+    return HttpExecutor(str(spec["http"]), timeout=timeout, retries=int(spec.get("retries", 3)))

@@ -1,0 +1,1 @@
+"""The ledger: typed events, hash chains and the stores that keep them."""

@@ -1,0 +1,286 @@
+"""The ledger's vocabulary: one frozen dataclass per kind of state change.
+
+A run's state is the fold of its events, so every fact the runtime, a replay or an
+auditor needs is in an event — never only in a projection table. Events are stored as
+``type`` plus a JSON object of their fields; :func:`decode` turns them back into these
+classes, and an unknown type is an error rather than a silently skipped fact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from charter.errors import StoreError
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of all events; ``TYPE`` is the stable name stored in the ledger."""
+
+    TYPE: ClassVar[str] = ""
+
+    def to_data(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class RunSubmitted(Event):
+    TYPE: ClassVar[str] = "run.submitted"
+    contract: str
+    contract_hash: str
+    policy_hash: str
+    input: dict[str, Any]
+    context: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    submitted_at: str = ""
+
+
+@dataclass(frozen=True)
+class ChannelRead(Event):
+    """A reader's result; it becomes an observation and ``context.<channel>`` for policy."""
+
+    TYPE: ClassVar[str] = "channel.read"
+    channel: str
+    labels: list[str]
+    content: Any
+    read_at: str
+    reason: str = "admit"
+
+
+@dataclass(frozen=True)
+class RunAdmitted(Event):
+    TYPE: ClassVar[str] = "run.admitted"
+    decision: dict[str, Any]
+    by_review: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRefused(Event):
+    TYPE: ClassVar[str] = "run.refused"
+    decision: dict[str, Any]
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ModelCalled(Event):
+    TYPE: ClassVar[str] = "model.called"
+    step: int
+    attempt: int
+    provider: str
+    model: str
+    params: dict[str, Any]
+    seed: int | None
+    prompt_hash: str
+    prompt: str
+    raw_output: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class ProposalAccepted(Event):
+    TYPE: ClassVar[str] = "proposal.accepted"
+    step: int
+    actions: list[dict[str, Any]]
+    confidence: float
+    rationale: str
+    final: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ProposalRejected(Event):
+    TYPE: ClassVar[str] = "proposal.rejected"
+    step: int
+    attempt: int
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class ActionDecided(Event):
+    """Policy's decision on one proposed action.
+
+    Every stored decision carries ``counts``: each answer the history gave to ``count()``
+    while deciding, so a replay reproduces the decision without the live history.
+    """
+
+    TYPE: ClassVar[str] = "action.decided"
+    step: int
+    index: int
+    action: str
+    args: dict[str, Any]
+    decision: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReviewRequested(Event):
+    TYPE: ClassVar[str] = "review.requested"
+    review_id: str
+    kind: str  # admit | action | outcome
+    step: int | None
+    action: str | None
+    args: dict[str, Any] | None
+    digest: str
+    effect: str
+    reviewers: list[str]
+    reasons: list[str]
+    requested_at: str
+    due_at: str | None
+    on_timeout: str
+    decision: dict[str, Any] | None = None  # admit and outcome reviews: the decision that asked
+
+
+@dataclass(frozen=True)
+class ReviewDecided(Event):
+    TYPE: ClassVar[str] = "review.decided"
+    review_id: str
+    verdict: str  # approve | reject | expired
+    by: str
+    decided_at: str
+    digest: str
+    comment: str = ""
+    edited_args: dict[str, Any] | None = None
+    effect: str | None = None  # for expired reviews: the on_timeout effect taken
+
+
+@dataclass(frozen=True)
+class ActionStarted(Event):
+    TYPE: ClassVar[str] = "action.started"
+    step: int
+    action: str
+    args: dict[str, Any]
+    idempotency_key: str
+    attempt: int
+    started_at: str
+    compensation: bool = False
+
+
+@dataclass(frozen=True)
+class ActionCompleted(Event):
+    TYPE: ClassVar[str] = "action.completed"
+    step: int
+    action: str
+    args: dict[str, Any]
+    result: Any
+    completed_at: str
+    duration_ms: float
+    compensation: bool = False
+
+
+@dataclass(frozen=True)
+class ActionFailed(Event):
+    TYPE: ClassVar[str] = "action.failed"
+    step: int
+    action: str
+    error: str
+    failed_at: str
+    duration_ms: float
+    compensation: bool = False
+
+
+@dataclass(frozen=True)
+class CompensationStarted(Event):
+    TYPE: ClassVar[str] = "compensation.started"
+    reason: str
+    steps: list[int]
+
+
+@dataclass(frozen=True)
+class BudgetExceeded(Event):
+    TYPE: ClassVar[str] = "budget.exceeded"
+    limit: str
+    allowed: float
+    used: float
+    requested: float
+
+
+@dataclass(frozen=True)
+class RunCompleted(Event):
+    TYPE: ClassVar[str] = "run.completed"
+    outcome: dict[str, Any]
+    decision: dict[str, Any]
+    success: bool | None
+    value: float | None
+    cost_usd: float
+    completed_at: str
+
+
+@dataclass(frozen=True)
+class RunFailed(Event):
+    TYPE: ClassVar[str] = "run.failed"
+    error: str
+    decision: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunEscalated(Event):
+    TYPE: ClassVar[str] = "run.escalated"
+    reason: str
+    reviewers: list[str]
+
+
+@dataclass(frozen=True)
+class RunCancelled(Event):
+    TYPE: ClassVar[str] = "run.cancelled"
+    by: str
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (
+        RunSubmitted,
+        ChannelRead,
+        RunAdmitted,
+        RunRefused,
+        ModelCalled,
+        ProposalAccepted,
+        ProposalRejected,
+        ActionDecided,
+        ReviewRequested,
+        ReviewDecided,
+        ActionStarted,
+        ActionCompleted,
+        ActionFailed,
+        CompensationStarted,
+        BudgetExceeded,
+        RunCompleted,
+        RunFailed,
+        RunEscalated,
+        RunCancelled,
+    )
+}
+
+TERMINAL_TYPES = frozenset(
+    {RunRefused.TYPE, RunCompleted.TYPE, RunFailed.TYPE, RunEscalated.TYPE, RunCancelled.TYPE}
+)
+
+
+def decode(type_: str, data: dict[str, Any]) -> Event:
+    """Rebuild a typed event; unknown types or fields mean a newer or corrupted ledger."""
+    cls = EVENT_TYPES.get(type_)
+    if cls is None:
+        raise StoreError(f"unknown event type {type_!r}; is this ledger from a newer Charter?")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise StoreError(f"event {type_!r} has unexpected fields: {exc}") from None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the ledger holds it: position, time and chain hashes included."""
+
+    run_id: str
+    seq: int
+    at: str
+    event: Event
+    prev_hash: str
+    hash: str
+
+    @property
+    def type(self) -> str:
+        return self.event.TYPE

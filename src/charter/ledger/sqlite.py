@@ -1,0 +1,523 @@
+"""The embedded ledger: one SQLite file in WAL mode.
+
+Writes take ``BEGIN IMMEDIATE`` so the check of the run's last sequence number and lease
+epoch and the append happen under one write lock; ``synchronous=FULL`` makes every commit
+durable before the runtime moves on (the executor is only called after its ``ActionStarted``
+is on disk). Several processes on one machine may share the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from charter.errors import NotFoundError, StoreError
+from charter.ledger.chain import GENESIS, canonical, event_hash
+from charter.ledger.events import (
+    ActionCompleted,
+    Event,
+    ReviewDecided,
+    ReviewRequested,
+    StoredEvent,
+    decode,
+)
+from charter.ledger.migrations import MIGRATIONS
+from charter.ledger.store import (
+    _UNSET,
+    DEFAULT_PAYLOAD_CAP,
+    ConflictError,
+    RawEvent,
+    ReviewRow,
+    RunRow,
+    Store,
+)
+
+_RUN_COLUMNS = (
+    "run_id, contract, contract_name, policy_hash, status, idempotency_key, created_at, "
+    "updated_at, wake_at, lease_owner, lease_expires, epoch, last_seq, last_hash"
+)
+_REVIEW_COLUMNS = (
+    "review_id, run_id, contract, kind, step, action, effect, status, reviewers, reasons, "
+    "requested_at, due_at, decided_at, decided_by, verdict"
+)
+
+
+def _run(row: tuple[Any, ...]) -> RunRow:
+    return RunRow(*row)
+
+
+def _review(row: tuple[Any, ...]) -> ReviewRow:
+    values = list(row)
+    values[8] = json.loads(values[8])
+    values[9] = json.loads(values[9])
+    return ReviewRow(*values)
+
+
+class SQLiteStore(Store):
+    """Ledger in one SQLite file; safe for several processes and threads (one connection each)."""
+
+    def __init__(
+        self, path: str | Path, *, create: bool = True, payload_cap: int = DEFAULT_PAYLOAD_CAP
+    ) -> None:
+        self.path = str(path)
+        self.url = f"sqlite:///{self.path}"
+        self.payload_cap = payload_cap
+        memory = self.path == ":memory:"
+        if not memory and not create and not Path(self.path).exists():
+            raise StoreError(
+                f"no ledger at {self.path}; start a run first (charter run start / charter demo) "
+                "or point --db / CHARTER_DATABASE_URL at an existing ledger"
+            )
+        if not memory:
+            parent = Path(self.path).parent
+            if not parent.exists():
+                raise StoreError(
+                    f"cannot create ledger {self.path}: directory {parent} does not exist"
+                )
+        self._local = threading.local()
+        self._memory_conn: sqlite3.Connection | None = None
+        if memory:
+            self._memory_conn = self._connect()
+        self._migrate()
+
+    # -- connections -----------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=30.0, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{self.path} is not a usable Charter ledger ({exc}); it may be corrupted or "
+                "not a SQLite file: restore it from a backup or point --db elsewhere"
+            ) from None
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._memory_conn is not None:
+            return self._memory_conn
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        if self._memory_conn is not None:
+            self._memory_conn.close()
+            self._memory_conn = None
+
+    def _write(self) -> _Tx:
+        return _Tx(self.conn, self.path)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"ledger {self.path} cannot be read: {exc}") from None
+
+    # -- schema ----------------------------------------------------------------------
+    def _migrate(self) -> None:
+        try:
+            with self._write() as cur:
+                cur.execute(
+                    "CREATE TABLE IF NOT EXISTS charter_migrations "
+                    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
+                done = {r[0] for r in cur.execute("SELECT version FROM charter_migrations")}
+                newest = max((m.version for m in MIGRATIONS), default=0)
+                if done and max(done) > newest:
+                    raise StoreError(
+                        f"ledger {self.path} has schema version {max(done)}, newer than this "
+                        f"Charter supports ({newest}); upgrade Charter"
+                    )
+                for m in MIGRATIONS:
+                    if m.version in done:
+                        continue
+                    for statement in m.sqlite:
+                        cur.execute(statement)
+                    cur.execute(
+                        "INSERT INTO charter_migrations VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+                        (m.version, m.name),
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{self.path} is not a usable Charter ledger ({exc}); it may be corrupted or "
+                "not a SQLite file: restore it from a backup or point --db elsewhere"
+            ) from None
+
+    def schema_version(self) -> int:
+        return int(self._read("SELECT max(version) FROM charter_migrations")[0][0] or 0)
+
+    # -- contracts -------------------------------------------------------------------
+    def save_bundle(self, policy_hash: str, ref: str, bundle: Mapping[str, Any]) -> None:
+        with self._write() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO contracts (policy_hash, ref, bundle) VALUES (?, ?, ?)",
+                (policy_hash, ref, canonical(bundle)),
+            )
+
+    def load_bundle(self, policy_hash: str) -> dict[str, Any]:
+        rows = self._read("SELECT bundle FROM contracts WHERE policy_hash = ?", (policy_hash,))
+        if not rows:
+            raise StoreError(
+                f"contract with policy hash {policy_hash[:16]} missing from the ledger"
+            )
+        loaded: dict[str, Any] = json.loads(rows[0][0])
+        return loaded
+
+    # -- events ----------------------------------------------------------------------
+    def _encode(self, cur: sqlite3.Cursor, data_json: str) -> str:
+        if len(data_json) <= self.payload_cap:
+            return data_json
+        sha = hashlib.sha256(data_json.encode("utf-8")).hexdigest()
+        cur.execute(
+            "INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?, ?, ?)",
+            (sha, len(data_json), data_json),
+        )
+        return canonical({"$blob": sha, "size": len(data_json)})
+
+    def _resolve(self, stored: str) -> str:
+        if not stored.startswith('{"$blob":'):
+            return stored
+        ref = json.loads(stored)
+        rows = self._read("SELECT data FROM blobs WHERE sha256 = ?", (ref["$blob"],))
+        if not rows:
+            raise StoreError(
+                f"payload {ref['$blob'][:16]} referenced by an event is missing from the ledger"
+            )
+        return str(rows[0][0])
+
+    def create_run(
+        self,
+        run_id: str,
+        *,
+        contract: str,
+        contract_name: str,
+        policy_hash: str,
+        idempotency_key: str | None,
+        event: Event,
+        at: str,
+    ) -> tuple[str, bool]:
+        with self._write() as cur:
+            if idempotency_key is not None:
+                row = cur.execute(
+                    "SELECT run_id FROM runs WHERE idempotency_key = ?", (idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    return str(row[0]), False
+            data_json = canonical(event.to_data())
+            h = event_hash(GENESIS, run_id, 1, event.TYPE, at, data_json)
+            cur.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    contract,
+                    contract_name,
+                    policy_hash,
+                    "queued",
+                    idempotency_key,
+                    at,
+                    at,
+                    None,
+                    None,
+                    None,
+                    0,
+                    1,
+                    h,
+                ),
+            )
+            cur.execute(
+                "INSERT INTO events (run_id, seq, type, at, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+                (run_id, 1, event.TYPE, at, self._encode(cur, data_json), GENESIS, h),
+            )
+        return run_id, True
+
+    def append(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int,
+        at: str,
+        epoch: int | None = None,
+        status: str | None = None,
+        wake_at: str | None = _UNSET,
+    ) -> list[StoredEvent]:
+        stored: list[StoredEvent] = []
+        with self._write() as cur:
+            row = cur.execute(
+                "SELECT last_seq, last_hash, epoch FROM runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no run {run_id}")
+            last_seq, prev, current_epoch = row
+            if last_seq != expected_seq:
+                raise ConflictError(
+                    f"run {run_id} moved on (at event {last_seq}, expected {expected_seq})"
+                )
+            if epoch is not None and current_epoch != epoch:
+                raise ConflictError(
+                    f"lease on run {run_id} was taken over (epoch {current_epoch}, ours {epoch})"
+                )
+            seq = last_seq
+            for ev in events:
+                seq += 1
+                data = ev.to_data()
+                data_json = canonical(data)
+                h = event_hash(prev, run_id, seq, ev.TYPE, at, data_json)
+                cur.execute(
+                    "INSERT INTO events (run_id, seq, type, at, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+                    (run_id, seq, ev.TYPE, at, self._encode(cur, data_json), prev, h),
+                )
+                self._project(cur, run_id, seq, at, ev)
+                stored.append(StoredEvent(run_id, seq, at, ev, prev, h))
+                prev = h
+            sets = ["last_seq = ?", "last_hash = ?", "updated_at = ?"]
+            params: list[Any] = [seq, prev, at]
+            if status is not None:
+                sets.append("status = ?")
+                params.append(status)
+            if wake_at is not _UNSET:
+                sets.append("wake_at = ?")
+                params.append(wake_at)
+            cur.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", (*params, run_id))
+        return stored
+
+    def _project(self, cur: sqlite3.Cursor, run_id: str, seq: int, at: str, ev: Event) -> None:
+        if isinstance(ev, ActionCompleted) and not ev.compensation:
+            cur.execute(
+                "INSERT OR IGNORE INTO executed_actions (run_id, step, action, args, at) VALUES (?,?,?,?,?)",
+                (run_id, ev.step, ev.action, canonical(ev.args), ev.completed_at),
+            )
+        elif isinstance(ev, ReviewRequested):
+            contract = cur.execute(
+                "SELECT contract FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()[0]
+            cur.execute(
+                f"INSERT INTO reviews ({_REVIEW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    ev.review_id,
+                    run_id,
+                    contract,
+                    ev.kind,
+                    ev.step,
+                    ev.action,
+                    ev.effect,
+                    "pending",
+                    json.dumps(ev.reviewers),
+                    json.dumps(ev.reasons),
+                    ev.requested_at,
+                    ev.due_at,
+                    None,
+                    None,
+                    None,
+                ),
+            )
+        elif isinstance(ev, ReviewDecided):
+            cur.execute(
+                "UPDATE reviews SET status = 'decided', decided_at = ?, decided_by = ?, verdict = ? "
+                "WHERE review_id = ?",
+                (ev.decided_at, ev.by, ev.verdict, ev.review_id),
+            )
+
+    def events(self, run_id: str) -> list[StoredEvent]:
+        rows = self._read(
+            "SELECT seq, type, at, data, prev_hash, hash FROM events WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        )
+        if not rows:
+            self.get_run(run_id)
+        out = []
+        for seq, type_, at, data, prev, h in rows:
+            try:
+                payload = json.loads(self._resolve(data))
+            except json.JSONDecodeError as exc:
+                raise StoreError(
+                    f"event {seq} of run {run_id} is not valid JSON ({exc}); run `charter verify {run_id}`"
+                ) from None
+            out.append(StoredEvent(run_id, seq, at, decode(type_, payload), prev, h))
+        return out
+
+    def raw_events(self, run_id: str) -> Iterator[RawEvent]:
+        for seq, type_, at, data, prev, h in self._read(
+            "SELECT seq, type, at, data, prev_hash, hash FROM events WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        ):
+            yield RawEvent(run_id, seq, type_, at, self._resolve(data), prev, h)
+
+    # -- runs ------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> RunRow:
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise NotFoundError(
+                f"no run {run_id}; `charter run list` shows the runs in this ledger"
+            )
+        return _run(rows[0])
+
+    def find_run(self, prefix: str) -> RunRow:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2",
+            (prefix, prefix + "\uffff"),
+        )
+        if not rows:
+            raise NotFoundError(
+                f"no run {prefix}; `charter run list` shows the runs in this ledger"
+            )
+        if len(rows) > 1 and rows[0][0] != prefix:
+            raise NotFoundError(f"run id prefix {prefix!r} is ambiguous; type more characters")
+        return _run(rows[0])
+
+    def list_runs(
+        self, *, status: str | None = None, contract: str | None = None, limit: int = 100
+    ) -> list[RunRow]:
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if contract:
+            where.append("(contract_name = ? OR contract = ?)")
+            params.extend([contract, contract])
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        return [_run(r) for r in self._read(sql, (*params, limit))]
+
+    def run_ids(self, *, contract_name: str | None = None, since: str | None = None) -> list[str]:
+        where, params = [], []
+        if contract_name:
+            where.append("contract_name = ?")
+            params.append(contract_name)
+        if since:
+            where.append("created_at >= ?")
+            params.append(since)
+        sql = "SELECT run_id FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        return [r[0] for r in self._read(sql + " ORDER BY created_at, run_id", params)]
+
+    # -- queue -----------------------------------------------------------------------
+    def claim(self, worker: str, now: str, lease_until: str) -> RunRow | None:
+        with self._write() as cur:
+            row = cur.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE "
+                "(status = 'queued' OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?)) "
+                "AND (lease_expires IS NULL OR lease_expires < ?) "
+                "ORDER BY updated_at LIMIT 1",
+                (now, now),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._lease(cur, _run(row), worker, lease_until)
+
+    def claim_run(self, run_id: str, worker: str, now: str, lease_until: str) -> RunRow | None:
+        with self._write() as cur:
+            row = cur.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? "
+                "AND (lease_expires IS NULL OR lease_expires < ? OR lease_owner = ?)",
+                (run_id, now, worker),
+            ).fetchone()
+            if row is None:
+                self.get_run(run_id)
+                return None
+            return self._lease(cur, _run(row), worker, lease_until)
+
+    @staticmethod
+    def _lease(cur: sqlite3.Cursor, run: RunRow, worker: str, lease_until: str) -> RunRow:
+        epoch = run.epoch + 1
+        cur.execute(
+            "UPDATE runs SET lease_owner = ?, lease_expires = ?, epoch = ? WHERE run_id = ?",
+            (worker, lease_until, epoch, run.run_id),
+        )
+        return RunRow(
+            **{**run.__dict__, "lease_owner": worker, "lease_expires": lease_until, "epoch": epoch}
+        )
+
+    def renew(self, run_id: str, worker: str, epoch: int, lease_until: str) -> bool:
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND lease_owner = ? AND epoch = ?",
+                (lease_until, run_id, worker, epoch),
+            )
+            return cur.rowcount == 1
+
+    def release(self, run_id: str, worker: str, epoch: int) -> None:
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE run_id = ? AND lease_owner = ? AND epoch = ?",
+                (run_id, worker, epoch),
+            )
+
+    # -- queries ---------------------------------------------------------------------
+    def count_executed(self, action: str, match: Mapping[str, Any], since: str, until: str) -> int:
+        sql = "SELECT count(*) FROM executed_actions WHERE action = ? AND at >= ? AND at <= ?"
+        params: list[Any] = [action, since, until]
+        for key, value in match.items():
+            sql += " AND json_extract(args, ?) = json_extract(?, '$')"
+            params.extend([f'$."{key}"', json.dumps(value)])
+        return int(self._read(sql, params)[0][0])
+
+    def list_reviews(self, *, status: str | None = "pending") -> list[ReviewRow]:
+        sql = f"SELECT {_REVIEW_COLUMNS} FROM reviews"
+        params: tuple[Any, ...] = ()
+        if status:
+            sql += " WHERE status = ?"
+            params = (status,)
+        return [_review(r) for r in self._read(sql + " ORDER BY requested_at, review_id", params)]
+
+    def get_review(self, review_id: str) -> ReviewRow:
+        rows = self._read(
+            f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE review_id >= ? AND review_id < ? LIMIT 2",
+            (review_id, review_id + "\uffff"),
+        )
+        if not rows:
+            raise NotFoundError(
+                f"no review {review_id}; `charter review list` shows pending reviews"
+            )
+        if len(rows) > 1 and rows[0][0] != review_id:
+            raise NotFoundError(
+                f"review id prefix {review_id!r} is ambiguous; type more characters"
+            )
+        return _review(rows[0])
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.conn = conn
+        self.path = path
+        self.cur = conn.cursor()
+
+    def __enter__(self) -> sqlite3.Cursor:
+        try:
+            self.cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot write to ledger {self.path}: {exc}") from None
+        return self.cur
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.DatabaseError as err:
+                self.conn.execute("ROLLBACK")
+                raise StoreError(f"cannot commit to ledger {self.path}: {err}") from None
+        else:
+            self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(f"ledger {self.path} refused a write: {exc}") from None

@@ -1,0 +1,896 @@
+"""The run loop: the only code that moves a run forward, and only by appending events.
+
+A worker leases a run, folds its events into a :class:`RunState`, and repeats one step at a
+time — admit, think (call the model), act (decide and execute one action), finish — until
+the run ends or must wait for a person. Every step's events are appended in one
+transaction against the sequence number the worker last saw and its lease epoch, so two
+workers can never both advance a run, and a worker that crashed anywhere leaves a ledger
+from which the next one continues: an action whose start is recorded but whose
+completion is not is retried with the same idempotency key; a recorded model output is
+never requested again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from charter.contract.model import Contract, PolicyPack
+from charter.contract.source import Document
+from charter.errors import CharterError, UsageError
+from charter.execution.base import ExecutionContext
+from charter.execution.executors import resolve_callable, resolve_executor
+from charter.ledger.events import (
+    ActionCompleted,
+    ActionDecided,
+    ActionFailed,
+    ActionStarted,
+    BudgetExceeded,
+    ChannelRead,
+    CompensationStarted,
+    Event,
+    ModelCalled,
+    ProposalAccepted,
+    ProposalRejected,
+    ReviewDecided,
+    ReviewRequested,
+    RunAdmitted,
+    RunCancelled,
+    RunCompleted,
+    RunEscalated,
+    RunFailed,
+    RunRefused,
+    RunSubmitted,
+)
+from charter.ledger.store import ConflictError, RunRow, Store, open_store
+from charter.models.base import ModelProvider, ModelRequest
+from charter.models.prompt import prompt_hash, render_prompt
+from charter.models.proposal import parse_proposal
+from charter.models.scripted import ScriptedProvider
+from charter.policy.decision import Decision
+from charter.runs.decisions import (
+    LedgerHistory,
+    RecordingHistory,
+    decide_action,
+    decide_admit,
+    decide_outcome,
+    evaluate_success,
+)
+from charter.runs.state import (
+    Folder,
+    RunState,
+    Slot,
+    action_digest,
+    format_time,
+    history_for_model,
+    outcome_facts,
+    parse_time,
+)
+
+DEFAULT_MAX_MODEL_CALLS = 20
+DEFAULT_PROPOSAL_RETRIES = 2
+_FAILPOINT = os.environ.get("CHARTER_FAILPOINT", "")
+
+
+def failpoint(name: str) -> None:
+    """Crash the process here when ``CHARTER_FAILPOINT`` names this point (crash tests).
+
+    The recovery guarantees are only worth what their tests prove; failpoints let the test
+    suite SIGKILL a real worker at each point of the loop.
+    """
+    if name == _FAILPOINT:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _decision_record(decision: Decision, counts: list[list[Any]]) -> dict[str, Any]:
+    return {**decision.to_dict(), "counts": counts}
+
+
+def _jsonable(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise CharterError(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+@dataclass
+class _Lease:
+    run_id: str
+    epoch: int
+    contract: Contract
+    folder: Folder
+    renewed: float
+
+    @property
+    def state(self) -> RunState:
+        return self.folder.state
+
+
+class Runtime:
+    """Submit runs, process them, and take reviewers' decisions.
+
+    ``store`` is a :class:`Store` or a database URL/path (default: ``$CHARTER_DATABASE_URL``
+    or ``./charter.db``). ``clock`` is injectable so tests can move time (review SLAs).
+    ``model`` overrides the contract's provider, e.g. ``scripted:pkg.mod:func``.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        worker_id: str | None = None,
+        lease: timedelta = timedelta(seconds=30),
+        providers: Mapping[str, ModelProvider] | None = None,
+    ) -> None:
+        self.store = store if isinstance(store, Store) else open_store(store)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease = lease
+        self.providers: dict[str, ModelProvider] = dict(providers or {})
+        self._contracts: dict[str, Contract] = {}
+        self._stop = threading.Event()
+
+    # -- submission ------------------------------------------------------------------
+    def submit(
+        self,
+        contract: Contract,
+        input: Mapping[str, Any],
+        *,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Validate the input and queue a run; with a known ``idempotency_key`` return that run."""
+        errors = sorted(
+            Draft202012Validator(contract.input_schema).iter_errors(dict(input)),
+            key=lambda e: list(map(str, e.path)),
+        )
+        if errors:
+            detail = "; ".join(
+                f"input{''.join(f'.{p}' if isinstance(p, str) else f'[{p}]' for p in e.path)}: {e.message}"
+                for e in errors
+            )
+            raise UsageError(f"input does not match the input schema of {contract.ref}: {detail}")
+        self._check_callables(contract)
+        bundle = {
+            "contract": {"file": contract.path, "data": contract.data},
+            "packs": [{"file": p.path, "data": p.data} for p in contract.packs],
+        }
+        self.store.save_bundle(contract.policy_hash, contract.ref, bundle)
+        self._contracts[contract.policy_hash] = contract
+        now = format_time(self.clock())
+        event = RunSubmitted(
+            contract=contract.ref,
+            contract_hash=contract.content_hash,
+            policy_hash=contract.policy_hash,
+            input=_jsonable(dict(input), "input"),
+            context=_jsonable(dict(context or {}), "context"),
+            idempotency_key=idempotency_key,
+            submitted_at=now,
+        )
+        run_id, _ = self.store.create_run(
+            f"run_{uuid.uuid4().hex[:20]}",
+            contract=contract.ref,
+            contract_name=contract.name,
+            policy_hash=contract.policy_hash,
+            idempotency_key=idempotency_key,
+            event=event,
+            at=now,
+        )
+        return run_id
+
+    @staticmethod
+    def _check_callables(contract: Contract) -> None:
+        """Fail at submission, not halfway through a run, when code named by the contract is missing."""
+        for ch in contract.channels.values():
+            if ch.reader:
+                resolve_callable(ch.reader, f"reader of channel {ch.name}")
+        for spec in contract.actions.values():
+            if isinstance(spec.executor, str):
+                resolve_callable(spec.executor, f"executor of action {spec.name}")
+        script = contract.model.get("script")
+        if contract.model.get("provider", "scripted") == "scripted" and script:
+            resolve_callable(str(script), "model script")
+
+    def contract_for(self, policy_hash: str) -> Contract:
+        """The exact contract (and packs) a run was submitted with, from the ledger."""
+        found = self._contracts.get(policy_hash)
+        if found is None:
+            bundle = self.store.load_bundle(policy_hash)
+            packs = [
+                PolicyPack.from_document(Document(p["file"], p["data"], p["data"]))
+                for p in bundle["packs"]
+            ]
+            c = bundle["contract"]
+            found = Contract.from_document(Document(c["file"], c["data"], c["data"]), packs)
+            self._contracts[policy_hash] = found
+        return found
+
+    def provider_for(self, contract: Contract) -> ModelProvider:
+        name = str(contract.model.get("provider", "scripted"))
+        if name in self.providers:
+            return self.providers[name]
+        if name == "scripted":
+            script = contract.model.get("script")
+            if not script:
+                raise CharterError(
+                    f"{contract.ref}: the scripted provider needs `model.script: pkg.module:function`"
+                )
+            return ScriptedProvider(
+                resolve_callable(str(script), "model script"),
+                model=str(contract.model.get("name", "scripted")),
+            )
+        raise CharterError(
+            f"{contract.ref}: model provider {name!r} is not available; configure it in the Runtime(providers=...)"
+        )
+
+    # -- reading ---------------------------------------------------------------------
+    def state(self, run_id: str) -> RunState:
+        row = self.store.find_run(run_id)
+        return Folder(self.contract_for(row.policy_hash), row.run_id).apply_all(
+            self.store.events(row.run_id)
+        )
+
+    # -- processing ------------------------------------------------------------------
+    def run(self, run_id: str) -> RunState:
+        """Process one run in this process until it ends or waits (``run start --wait``)."""
+        row = self.store.find_run(run_id)
+        for _ in range(200):
+            now = self.clock()
+            leased = self.store.claim_run(
+                row.run_id, self.worker_id, format_time(now), format_time(now + self.lease)
+            )
+            if leased is not None:
+                return self._process(leased)
+            time.sleep(0.05)
+        raise CharterError(
+            f"run {row.run_id} is held by another worker; try again or let it finish"
+        )
+
+    def work_once(self) -> str | None:
+        """Claim and process one runnable run; return its id, or ``None`` if none was ready."""
+        now = self.clock()
+        leased = self.store.claim(self.worker_id, format_time(now), format_time(now + self.lease))
+        if leased is None:
+            return None
+        self._process(leased)
+        return leased.run_id
+
+    def work(
+        self, *, idle_exit: float | None = None, poll: float = 0.25, max_runs: int | None = None
+    ) -> int:
+        """Process runs until stopped (``stop()``/SIGTERM), idle for ``idle_exit`` s, or ``max_runs``."""
+        done = 0
+        idle_since = time.monotonic()
+        while not self._stop.is_set():
+            if max_runs is not None and done >= max_runs:
+                break
+            run_id = self.work_once()
+            if run_id is not None:
+                done += 1
+                idle_since = time.monotonic()
+                continue
+            if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
+                break
+            self._stop.wait(poll)
+        return done
+
+    def stop(self) -> None:
+        """Finish the current step, release the run, and stop working (graceful shutdown)."""
+        self._stop.set()
+
+    def _process(self, row: RunRow) -> RunState:
+        contract = self.contract_for(row.policy_hash)
+        lease = _Lease(
+            row.run_id, row.epoch, contract, Folder(contract, row.run_id), time.monotonic()
+        )
+        lease.folder.apply_all(self.store.events(row.run_id))
+        try:
+            while not lease.state.is_terminal and not self._stop.is_set():
+                self._renew(lease)
+                try:
+                    if not self._step(lease):
+                        break
+                except ConflictError:
+                    # someone else appended (a cancel, a review): re-read and carry on
+                    lease.folder = Folder(contract, row.run_id)
+                    lease.folder.apply_all(self.store.events(row.run_id))
+                    if self.store.get_run(row.run_id).epoch != lease.epoch:
+                        break
+        finally:
+            self.store.release(row.run_id, self.worker_id, lease.epoch)
+        return lease.state
+
+    def _renew(self, lease: _Lease) -> None:
+        if time.monotonic() - lease.renewed < self.lease.total_seconds() / 3:
+            return
+        now = self.clock()
+        if not self.store.renew(
+            lease.run_id, self.worker_id, lease.epoch, format_time(now + self.lease)
+        ):
+            raise ConflictError(f"lease on {lease.run_id} lost")
+        lease.renewed = time.monotonic()
+
+    def _append(self, lease: _Lease, events: list[Event], now: datetime) -> None:
+        s = lease.state
+        stored = self.store.append(
+            s.run_id,
+            events,
+            expected_seq=s.seq,
+            at=format_time(now),
+            epoch=lease.epoch,
+            **self._status_after(lease, events),
+        )
+        for ev in stored:
+            lease.folder.apply(ev)
+
+    @staticmethod
+    def _status_after(lease: _Lease, events: list[Event]) -> dict[str, Any]:
+        for ev in reversed(events):
+            if isinstance(ev, RunRefused):
+                return {"status": "refused", "wake_at": None}
+            if isinstance(ev, RunCompleted):
+                return {"status": "completed", "wake_at": None}
+            if isinstance(ev, RunFailed):
+                return {"status": "failed", "wake_at": None}
+            if isinstance(ev, RunEscalated):
+                return {"status": "escalated", "wake_at": None}
+            if isinstance(ev, RunCancelled):
+                return {"status": "cancelled", "wake_at": None}
+            if isinstance(ev, ReviewRequested):
+                return {"status": "waiting", "wake_at": ev.due_at}
+            if isinstance(ev, ReviewDecided):
+                return {"status": "queued", "wake_at": None}
+        return {}
+
+    # -- one step --------------------------------------------------------------------
+    def _step(self, lease: _Lease) -> bool:
+        s = lease.state
+        now = self.clock()
+        if s.review is not None:
+            if s.review.due_at and parse_time(s.review.due_at) <= now:
+                self._expire(lease, now)
+                return True
+            return False
+        if not s.admitted:
+            return self._admit(lease, now)
+        if s.compensating:
+            return self._compensate(lease, now)
+        if s.proposal is None or (
+            s.proposal.get("final") is None and all(x.settled for x in s.slots)
+        ):
+            return self._think(lease, now)
+        if s.proposal.get("final") is not None:
+            return self._finish(lease, now)
+        slot = next(x for x in s.slots if not x.settled)
+        return self._act(lease, slot, now)
+
+    def _history(self) -> RecordingHistory:
+        return RecordingHistory(LedgerHistory(self.store))
+
+    def _review_request(
+        self,
+        lease: _Lease,
+        kind: str,
+        decision: Decision,
+        now: datetime,
+        *,
+        step: int | None = None,
+        action: str | None = None,
+        args: dict[str, Any] | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> ReviewRequested:
+        esc = lease.contract.escalation
+        subject: Any = (
+            args
+            if kind == "action"
+            else (lease.state.input if kind == "admit" else outcome_facts(lease.state))
+        )
+        return ReviewRequested(
+            review_id=f"rv_{uuid.uuid4().hex[:16]}",
+            kind=kind,
+            step=step,
+            action=action,
+            args=args,
+            digest=action_digest(lease.run_id, step, action or kind, subject),
+            effect=decision.effect,
+            reviewers=list(decision.reviewers or esc.reviewers),
+            reasons=list(decision.reasons),
+            requested_at=format_time(now),
+            due_at=format_time(now + esc.sla) if esc.sla else None,
+            on_timeout=esc.on_timeout,
+            decision=record,
+        )
+
+    def _read_channels(
+        self, lease: _Lease, names: list[str], now: datetime, reason: str
+    ) -> list[Event]:
+        events: list[Event] = []
+        for name in names:
+            spec = lease.contract.channels[name]
+            if not spec.reader:
+                continue
+            reader = resolve_callable(spec.reader, f"reader of channel {name}")
+            content = _jsonable(reader(dict(lease.state.input)), f"channel {name}")
+            events.append(ChannelRead(name, list(spec.labels), content, format_time(now), reason))
+        return events
+
+    def _admit(self, lease: _Lease, now: datetime) -> bool:
+        s = lease.state
+        verdict = self._last_verdict(s, "admit")
+        if verdict is not None:
+            req, decided = verdict
+            if decided.verdict == "approve":
+                self._append(lease, [RunAdmitted(req.decision or {}, by_review=req.review_id)], now)
+            elif decided.verdict == "expired" and decided.effect == "escalate":
+                self._append(
+                    lease, [RunEscalated("admission review timed out", list(req.reviewers))], now
+                )
+            else:
+                self._append(
+                    lease,
+                    [
+                        RunRefused(
+                            req.decision or {},
+                            reason=f"admission {decided.verdict} by {decided.by}",
+                        )
+                    ],
+                    now,
+                )
+            return True
+        if not s.channels:
+            reads = self._read_channels(lease, sorted(lease.contract.channels), now, "admit")
+            if reads:
+                self._append(lease, reads, now)
+        history = self._history()
+        decision = decide_admit(lease.contract, s, now, history)
+        record = _decision_record(decision, history.calls)
+        if decision.effect in ("allow", "batch"):
+            self._append(lease, [RunAdmitted(record)], now)
+        elif decision.effect == "deny":
+            self._append(lease, [RunRefused(record, reason="; ".join(decision.reasons))], now)
+        else:
+            self._append(
+                lease, [self._review_request(lease, "admit", decision, now, record=record)], now
+            )
+        return True
+
+    def _last_verdict(self, s: RunState, kind: str) -> tuple[ReviewRequested, ReviewDecided] | None:
+        for req in reversed(s.requests):
+            if req.kind == kind and req.review_id in s.review_verdicts:
+                return req, s.review_verdicts[req.review_id]
+        return None
+
+    def _think(self, lease: _Lease, now: datetime) -> bool:
+        s = lease.state
+        budget = lease.contract.budget
+        provider = self.provider_for(lease.contract)
+        observations = s.observations
+        history = history_for_model(s)
+        prompt = render_prompt(
+            lease.contract, observations=observations, history=history, feedback=s.feedback
+        )
+        params = {
+            k: lease.contract.model[k]
+            for k in ("temperature", "seed", "max_tokens")
+            if k in lease.contract.model
+        }
+        request = ModelRequest(
+            contract=lease.contract.ref,
+            run_id=s.run_id,
+            step=s.step + 1,
+            attempt=s.attempt,
+            prompt=prompt,
+            input=s.input,
+            context=s.context(),
+            observations=observations,
+            actions={n: a.args_schema for n, a in lease.contract.actions.items()},
+            history=history,
+            feedback=s.feedback,
+            params=params,
+        )
+        estimate = provider.estimate(request)
+        max_calls = int(budget.get("max_model_calls", DEFAULT_MAX_MODEL_CALLS))
+        checks: list[tuple[str, Any, Any, Any]] = [("max_model_calls", max_calls, s.model_calls, 1)]
+        if "max_tokens" in budget:
+            checks.append(("max_tokens", budget["max_tokens"], s.tokens, estimate.tokens))
+        if "max_cost_usd" in budget:
+            checks.append(("max_cost_usd", budget["max_cost_usd"], s.cost_usd, estimate.cost_usd))
+        for limit, allowed, used, requested in checks:
+            if used + requested > allowed:
+                self._exceeded(lease, now, limit, allowed, used, requested)
+                return True
+        response = provider.complete(request)
+        failpoint("after_model_call")
+        called = ModelCalled(
+            step=s.step + 1,
+            attempt=s.attempt,
+            provider=provider.name,
+            model=response.model,
+            params=params,
+            seed=params.get("seed"),
+            prompt_hash=prompt_hash(prompt),
+            prompt=prompt,
+            raw_output=response.raw,
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+            cost_usd=response.usage.cost_usd,
+            latency_ms=round(response.latency_ms, 3),
+        )
+        proposal, reasons = parse_proposal(lease.contract, response.raw)
+        events: list[Event] = [called]
+        if proposal is not None:
+            events.append(
+                ProposalAccepted(
+                    s.step + 1,
+                    proposal.actions,
+                    proposal.confidence,
+                    proposal.rationale,
+                    proposal.final,
+                )
+            )
+        else:
+            events.append(ProposalRejected(s.step + 1, s.attempt, reasons))
+            retries = int(budget.get("max_proposal_retries", DEFAULT_PROPOSAL_RETRIES))
+            if s.attempt > retries:
+                events.append(
+                    RunEscalated(
+                        f"no valid proposal after {s.attempt} attempts: {'; '.join(reasons)}",
+                        list(lease.contract.escalation.reviewers),
+                    )
+                )
+        self._append(lease, events, now)
+        return True
+
+    def _exceeded(
+        self, lease: _Lease, now: datetime, limit: str, allowed: Any, used: Any, requested: Any
+    ) -> None:
+        self._append(
+            lease,
+            [
+                BudgetExceeded(limit, float(allowed), float(used), float(requested)),
+                RunEscalated(
+                    f"budget {limit} exceeded ({used} used + {requested} requested > {allowed})",
+                    list(lease.contract.escalation.reviewers),
+                ),
+            ],
+            now,
+        )
+
+    def _act(self, lease: _Lease, slot: Slot, now: datetime) -> bool:
+        s = lease.state
+        contract = lease.contract
+        spec = contract.actions[slot.name]
+        if slot.status == "proposed":
+            stale = [
+                ch
+                for ch in spec.reads
+                if contract.channels[ch].reader
+                and contract.channels[ch].max_age is not None
+                and (
+                    ch not in s.channels
+                    or now - parse_time(s.channels[ch][1]) > contract.channels[ch].max_age  # type: ignore[operator]
+                )
+            ]
+            if stale:
+                self._append(lease, self._read_channels(lease, stale, now, "freshness"), now)
+            max_actions = contract.budget.get("max_actions")
+            if max_actions is not None and len(s.executed) + 1 > int(max_actions):
+                self._exceeded(lease, now, "max_actions", max_actions, len(s.executed), 1)
+                return True
+            history = self._history()
+            decision = decide_action(contract, s, slot.name, slot.args, now, history)
+            step = s.next_step
+            events: list[Event] = [
+                ActionDecided(
+                    step,
+                    slot.index,
+                    slot.name,
+                    slot.args,
+                    _decision_record(decision, history.calls),
+                )
+            ]
+            if decision.effect == "allow":
+                events.append(self._started(lease, step, slot.name, slot.args, 1, now))
+            elif decision.effect != "deny":
+                events.append(
+                    self._review_request(
+                        lease, "action", decision, now, step=step, action=slot.name, args=slot.args
+                    )
+                )
+            self._append(lease, events, now)
+            failpoint("after_decision")
+            if decision.effect == "allow":
+                return self._execute(lease, step, slot.name, slot.args, 1, now)
+            return True
+        assert slot.step is not None
+        if slot.status == "edited":
+            history = self._history()
+            decision = decide_action(contract, s, slot.name, slot.args, now, history)
+            events = [
+                ActionDecided(
+                    slot.step,
+                    slot.index,
+                    slot.name,
+                    slot.args,
+                    _decision_record(decision, history.calls),
+                )
+            ]
+            if decision.effect != "deny":
+                self._check_approval(lease, slot)
+                events.append(self._started(lease, slot.step, slot.name, slot.args, 1, now))
+            self._append(lease, events, now)
+            if decision.effect != "deny":
+                return self._execute(lease, slot.step, slot.name, slot.args, 1, now)
+            return True
+        if slot.status == "approved":
+            self._check_approval(lease, slot)
+        if slot.status in ("approved", "decided", "started"):
+            attempt = slot.attempts + 1
+            self._append(
+                lease, [self._started(lease, slot.step, slot.name, slot.args, attempt, now)], now
+            )
+            return self._execute(lease, slot.step, slot.name, slot.args, attempt, now)
+        raise CharterError(f"run {s.run_id}: action {slot.name} in unexpected state {slot.status}")
+
+    def _check_approval(self, lease: _Lease, slot: Slot) -> None:
+        expected = action_digest(lease.run_id, slot.step, slot.name, slot.args)
+        if slot.approved_digest != expected:
+            raise CharterError(
+                f"run {lease.run_id}: approval of step {slot.step} does not match the action about to run"
+            )
+
+    def _started(
+        self,
+        lease: _Lease,
+        step: int,
+        name: str,
+        args: dict[str, Any],
+        attempt: int,
+        now: datetime,
+        *,
+        compensation: bool = False,
+    ) -> ActionStarted:
+        key = f"{lease.run_id}:{step}" + (":compensate" if compensation else "")
+        return ActionStarted(step, name, dict(args), key, attempt, format_time(now), compensation)
+
+    def _execute(
+        self,
+        lease: _Lease,
+        step: int,
+        name: str,
+        args: dict[str, Any],
+        attempt: int,
+        now: datetime,
+        *,
+        compensation: bool = False,
+    ) -> bool:
+        spec = lease.contract.actions[name]
+        key = f"{lease.run_id}:{step}" + (":compensate" if compensation else "")
+        ctx = ExecutionContext(lease.run_id, step, name, key, attempt, compensation)
+        started = time.perf_counter()
+        try:
+            executor = resolve_executor(spec.executor)
+            result = _jsonable(executor(dict(args), ctx), f"result of {name}")
+        except Exception as exc:
+            failed_at = self.clock()
+            error = f"{type(exc).__name__}: {exc}"
+            events: list[Event] = [
+                ActionFailed(
+                    step,
+                    name,
+                    error,
+                    format_time(failed_at),
+                    (time.perf_counter() - started) * 1000,
+                    compensation,
+                )
+            ]
+            if not compensation:
+                events.extend(self._abort(lease, f"action {name} failed: {error}"))
+            self._append(lease, events, failed_at)
+            return True
+        failpoint("after_executor")
+        done = self.clock()
+        self._append(
+            lease,
+            [
+                ActionCompleted(
+                    step,
+                    name,
+                    dict(args),
+                    result,
+                    format_time(done),
+                    round((time.perf_counter() - started) * 1000, 3),
+                    compensation,
+                )
+            ],
+            done,
+        )
+        return True
+
+    def _abort(self, lease: _Lease, reason: str) -> list[Event]:
+        """Compensate earlier writes (newest first) if any declare how; otherwise fail the run."""
+        steps = [
+            a["step"]
+            for a in reversed(lease.state.executed)
+            if lease.contract.actions[a["name"]].compensate
+        ]
+        if steps:
+            return [CompensationStarted(reason, steps)]
+        return [RunFailed(reason)]
+
+    def _compensate(self, lease: _Lease, now: datetime) -> bool:
+        s = lease.state
+        for step in s.compensation_steps:
+            if step in s.compensated:
+                continue
+            original = next(a for a in s.executed if a["step"] == step)
+            comp = lease.contract.actions[original["name"]].compensate
+            assert comp is not None
+            args = self._compensation_args(lease.contract, comp, original)
+            attempt = 1
+            self._append(
+                lease,
+                [self._started(lease, step, comp, args, attempt, now, compensation=True)],
+                now,
+            )
+            return self._execute(lease, step, comp, args, attempt, now, compensation=True)
+        reason = s.failed_action or "outcome not accepted"
+        self._append(lease, [RunFailed(f"{reason}; compensated steps {s.compensation_steps}")], now)
+        return True
+
+    @staticmethod
+    def _compensation_args(
+        contract: Contract, comp: str, original: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The compensating action gets the fields of the original's result (then args) it declares."""
+        props = (contract.actions[comp].args_schema.get("properties") or {}).keys()
+        raw = original.get("result")
+        result: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        merged = {**original["args"], **result}
+        return {k: merged[k] for k in props if k in merged}
+
+    def _finish(self, lease: _Lease, now: datetime) -> bool:
+        s = lease.state
+        verdict = self._last_verdict(s, "outcome")
+        if verdict is not None:
+            req, decided = verdict
+            if decided.verdict == "approve":
+                return self._complete(lease, req.decision or {}, now)
+            if decided.verdict == "expired" and decided.effect == "escalate":
+                self._append(
+                    lease, [RunEscalated("outcome review timed out", list(req.reviewers))], now
+                )
+                return True
+            self._append(
+                lease, self._abort(lease, f"outcome {decided.verdict} by {decided.by}"), now
+            )
+            return True
+        history = self._history()
+        decision = decide_outcome(lease.contract, s, now, history)
+        record = _decision_record(decision, history.calls)
+        if decision.effect in ("allow", "batch"):
+            return self._complete(lease, record, now)
+        if decision.effect == "deny":
+            events = self._abort(lease, "outcome denied: " + "; ".join(decision.reasons))
+            if isinstance(events[0], RunFailed):
+                events = [RunFailed(events[0].error, decision=record)]
+            self._append(lease, events, now)
+            return True
+        self._append(
+            lease, [self._review_request(lease, "outcome", decision, now, record=record)], now
+        )
+        return True
+
+    def _complete(self, lease: _Lease, record: dict[str, Any], now: datetime) -> bool:
+        s = lease.state
+        success, value, _errors = evaluate_success(lease.contract, s)
+        self._append(
+            lease,
+            [
+                RunCompleted(
+                    outcome_facts(s), record, success, value, round(s.cost_usd, 6), format_time(now)
+                )
+            ],
+            now,
+        )
+        return True
+
+    def _expire(self, lease: _Lease, now: datetime) -> None:
+        req = lease.state.review
+        assert req is not None
+        decided = ReviewDecided(
+            req.review_id,
+            "expired",
+            "system:timeout",
+            format_time(now),
+            req.digest,
+            f"no decision within the SLA; {req.on_timeout}",
+            None,
+            req.on_timeout,
+        )
+        events: list[Event] = [decided]
+        if req.kind == "action" and req.on_timeout == "escalate":
+            events.append(RunEscalated(f"review {req.review_id} timed out", list(req.reviewers)))
+        self._append(lease, events, now)
+
+    # -- people ----------------------------------------------------------------------
+    def decide_review(
+        self,
+        review_id: str,
+        verdict: str,
+        *,
+        by: str,
+        comment: str = "",
+        args: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Record a reviewer's verdict on a pending review, bound to the exact action it saw.
+
+        Edited arguments are validated against the action's schema before anything is
+        written; the run then re-decides them under policy (deny still wins).
+        """
+        if verdict not in ("approve", "reject"):
+            raise UsageError(f"verdict must be approve or reject, got {verdict!r}")
+        review = self.store.get_review(review_id)
+        if review.status != "pending":
+            raise UsageError(
+                f"review {review.review_id} was already decided ({review.verdict} by {review.decided_by})"
+            )
+        state = self.state(review.run_id)
+        req = state.review
+        if req is None or req.review_id != review.review_id:
+            raise UsageError(
+                f"review {review.review_id} is not the one run {review.run_id} is waiting for"
+            )
+        edited: dict[str, Any] | None = None
+        digest = req.digest
+        if args is not None:
+            if req.kind != "action" or req.action is None:
+                raise UsageError("only action reviews take edited arguments")
+            contract = self.contract_for(state.policy_hash)
+            errors = list(contract.actions[req.action].validator.iter_errors(dict(args)))
+            if errors:
+                raise UsageError(
+                    f"edited args for {req.action} are invalid: "
+                    + "; ".join(e.message for e in errors)
+                )
+            if verdict != "approve":
+                raise UsageError("edited arguments only make sense with approve")
+            edited = _jsonable(dict(args), "edited args")
+            digest = action_digest(review.run_id, req.step, req.action, edited)
+        event = ReviewDecided(
+            req.review_id, verdict, by, format_time(self.clock()), digest, comment, edited
+        )
+        self.store.append(
+            review.run_id,
+            [event],
+            expected_seq=state.seq,
+            at=format_time(self.clock()),
+            status="queued",
+            wake_at=None,
+        )
+        return review.run_id
+
+    def cancel(self, run_id: str, *, by: str, reason: str) -> None:
+        state = self.state(run_id)
+        if state.is_terminal:
+            raise UsageError(f"run {state.run_id} already ended ({state.status})")
+        self.store.append(
+            state.run_id,
+            [RunCancelled(by, reason)],
+            expected_seq=state.seq,
+            at=format_time(self.clock()),
+            status="cancelled",
+            wake_at=None,
+        )

@@ -1,0 +1,380 @@
+"""A run's state, derived only by folding its events.
+
+The live loop, ``charter replay`` and ``charter policy backtest`` all build their view of
+a run with :func:`fold`, and build every policy request from that view with the functions
+at the end of this module — one code path, so a replay sees exactly what the policy saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from charter.contract.model import Contract
+from charter.ledger.chain import digest
+from charter.ledger.events import (
+    ActionCompleted,
+    ActionDecided,
+    ActionFailed,
+    ActionStarted,
+    BudgetExceeded,
+    ChannelRead,
+    CompensationStarted,
+    ModelCalled,
+    ProposalAccepted,
+    ProposalRejected,
+    ReviewDecided,
+    ReviewRequested,
+    RunAdmitted,
+    RunCancelled,
+    RunCompleted,
+    RunEscalated,
+    RunFailed,
+    RunRefused,
+    RunSubmitted,
+    StoredEvent,
+)
+
+TERMINAL = frozenset({"completed", "failed", "escalated", "refused", "cancelled"})
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def format_time(value: datetime) -> str:
+    """UTC, microseconds, ``Z``: sortable as text, which the stores rely on."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def action_digest(run_id: str, step: int | None, action: str | None, args: Any) -> str:
+    """What a reviewer's approval is bound to: this run, this step, this exact action."""
+    return digest({"run": run_id, "step": step, "action": action, "args": args})
+
+
+@dataclass
+class Slot:
+    """One proposed action of the current proposal and how far it got."""
+
+    index: int
+    name: str
+    args: dict[str, Any]
+    step: int | None = None
+    decision: dict[str, Any] | None = None
+    review_id: str | None = None
+    verdict: str | None = None  # approve | reject | expired
+    approved_digest: str | None = None
+    status: str = "proposed"  # proposed, decided, waiting, approved, started, completed, failed, denied, rejected
+    result: Any = None
+    reason: str = ""
+    attempts: int = 0
+
+    @property
+    def settled(self) -> bool:
+        return self.status in ("completed", "failed", "denied", "rejected")
+
+
+@dataclass
+class RunState:
+    run_id: str
+    contract: str = ""
+    policy_hash: str = ""
+    input: dict[str, Any] = field(default_factory=dict)
+    caller_context: dict[str, Any] = field(default_factory=dict)
+    submitted_at: str = ""
+    status: str = "queued"
+    admitted: bool = False
+    channels: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    observations: list[dict[str, Any]] = field(default_factory=list)
+    model_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    step: int = 0  # accepted proposals so far
+    attempt: int = 1  # attempt number of the next model call for the current step
+    feedback: list[str] = field(default_factory=list)
+    proposal: dict[str, Any] | None = None
+    slots: list[Slot] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    next_step: int = 1  # global action step counter (idempotency keys)
+    executed: list[dict[str, Any]] = field(default_factory=list)
+    review: ReviewRequested | None = None  # the pending review, if any
+    requests: list[ReviewRequested] = field(default_factory=list)
+    review_verdicts: dict[str, ReviewDecided] = field(default_factory=dict)
+    compensating: bool = False
+    compensation_steps: list[int] = field(default_factory=list)
+    compensated: list[int] = field(default_factory=list)
+    terminal: StoredEvent | None = None
+    failed_action: str = ""
+    budget_exceeded: BudgetExceeded | None = None
+    seq: int = 0
+    last_at: str = ""
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def context(self) -> dict[str, Any]:
+        """Caller facts, plus each channel's latest read at ``context.<channel path>``."""
+        ctx: dict[str, Any] = _deep_copy(self.caller_context)
+        for channel, (content, _) in sorted(self.channels.items()):
+            node = ctx
+            parts = channel.split(".")
+            for part in parts[:-1]:
+                nxt = node.get(part)
+                if not isinstance(nxt, dict):
+                    nxt = {}
+                    node[part] = nxt
+                node = nxt
+            node[parts[-1]] = content
+        return ctx
+
+    def run_facts(self, now: datetime) -> dict[str, Any]:
+        elapsed = (
+            (now - parse_time(self.submitted_at)).total_seconds() if self.submitted_at else 0.0
+        )
+        return {
+            "step": self.step,
+            "model_calls": self.model_calls,
+            "tokens": self.tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "actions": len(self.executed),
+            "elapsed_s": max(0.0, elapsed),
+        }
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def input_observations(contract: Contract, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The task input as observations: each channel with ``input:`` carries its field."""
+    out: list[dict[str, Any]] = []
+    carried: set[str] = set()
+    for name, raw in sorted((contract.data.get("channels") or {}).items()):
+        field_path = raw.get("input") if isinstance(raw, dict) else None
+        if not field_path:
+            continue
+        value: Any = payload
+        for part in str(field_path).split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        carried.add(str(field_path).split(".")[0])
+        if value is not None:
+            out.append(
+                {"channel": name, "labels": list(contract.channels[name].labels), "content": value}
+            )
+    rest = {k: v for k, v in payload.items() if k not in carried}
+    if rest:
+        out.insert(0, {"channel": "input", "labels": [], "content": rest})
+    return out
+
+
+class Folder:
+    """Applies events to a :class:`RunState`; the live loop applies each event it appends."""
+
+    def __init__(self, contract: Contract, run_id: str) -> None:
+        self.contract = contract
+        self.state = RunState(run_id=run_id)
+
+    def apply_all(self, events: Iterable[StoredEvent]) -> RunState:
+        for ev in events:
+            self.apply(ev)
+        return self.state
+
+    def apply(self, stored: StoredEvent) -> None:
+        s = self.state
+        ev = stored.event
+        s.seq = stored.seq
+        s.last_at = stored.at
+        if isinstance(ev, RunSubmitted):
+            s.contract, s.policy_hash = ev.contract, ev.policy_hash
+            s.input, s.caller_context = dict(ev.input), dict(ev.context)
+            s.submitted_at = ev.submitted_at or stored.at
+            s.observations.extend(input_observations(self.contract, ev.input))
+        elif isinstance(ev, ChannelRead):
+            s.channels[ev.channel] = (ev.content, ev.read_at)
+            s.observations.append(
+                {"channel": ev.channel, "labels": list(ev.labels), "content": ev.content}
+            )
+        elif isinstance(ev, RunAdmitted):
+            s.admitted = True
+            s.status = "running"
+            s.review = None
+        elif isinstance(ev, ModelCalled):
+            s.model_calls += 1
+            s.input_tokens += ev.input_tokens
+            s.output_tokens += ev.output_tokens
+            s.cost_usd += ev.cost_usd
+        elif isinstance(ev, ProposalRejected):
+            s.attempt += 1
+            s.feedback = list(ev.reasons)
+        elif isinstance(ev, ProposalAccepted):
+            self._close_proposal()
+            s.step = ev.step
+            s.attempt = 1
+            s.feedback = []
+            s.proposal = {
+                "actions": ev.actions,
+                "confidence": ev.confidence,
+                "rationale": ev.rationale,
+                "final": ev.final,
+            }
+            s.slots = [
+                Slot(index=i, name=a["name"], args=dict(a.get("args") or {}))
+                for i, a in enumerate(ev.actions)
+            ]
+        elif isinstance(ev, ActionDecided):
+            slot = s.slots[ev.index]
+            slot.step = ev.step
+            slot.args = dict(ev.args)
+            slot.decision = ev.decision
+            s.next_step = max(s.next_step, ev.step + 1)
+            effect = ev.decision["effect"]
+            if slot.verdict == "approve":
+                # a re-decision after an approval with edited arguments
+                slot.status = "denied" if effect == "deny" else "approved"
+                if effect == "deny":
+                    slot.reason = "; ".join(ev.decision["reasons"])
+            elif effect == "allow":
+                slot.status = "decided"
+            elif effect == "deny":
+                slot.status = "denied"
+                slot.reason = "; ".join(ev.decision["reasons"])
+            else:
+                slot.status = "waiting"
+        elif isinstance(ev, ReviewRequested):
+            s.review = ev
+            s.requests.append(ev)
+            s.status = "waiting"
+            if ev.kind == "action" and ev.step is not None:
+                for slot in s.slots:
+                    if slot.step == ev.step:
+                        slot.review_id = ev.review_id
+        elif isinstance(ev, ReviewDecided):
+            s.review_verdicts[ev.review_id] = ev
+            req = s.review
+            s.review = None
+            s.status = "running"
+            if req is not None and req.kind == "action":
+                for slot in s.slots:
+                    if slot.review_id == ev.review_id:
+                        slot.verdict = ev.verdict
+                        if ev.verdict == "approve":
+                            slot.status = "approved"
+                            slot.approved_digest = ev.digest
+                            if ev.edited_args is not None:
+                                slot.args = dict(ev.edited_args)
+                                slot.status = "edited"
+                        else:
+                            slot.status = "rejected"
+                            slot.reason = ev.comment or (
+                                f"review timed out ({ev.effect})"
+                                if ev.verdict == "expired"
+                                else "rejected by reviewer"
+                            )
+        elif isinstance(ev, ActionStarted):
+            if ev.compensation:
+                return
+            started = self._slot(ev.step)
+            if started is not None:
+                started.status = "started"
+                started.attempts = ev.attempt
+        elif isinstance(ev, ActionCompleted):
+            if ev.compensation:
+                s.compensated.append(ev.step)
+                return
+            s.executed.append(
+                {"step": ev.step, "name": ev.action, "args": ev.args, "result": ev.result}
+            )
+            s.observations.append(
+                {"channel": f"action:{ev.action}", "labels": [], "content": ev.result}
+            )
+            done = self._slot(ev.step)
+            if done is not None:
+                done.status = "completed"
+                done.result = ev.result
+        elif isinstance(ev, ActionFailed):
+            if ev.compensation:
+                s.compensated.append(ev.step)
+                return
+            failed = self._slot(ev.step)
+            if failed is not None:
+                failed.status = "failed"
+                failed.reason = ev.error
+            s.failed_action = ev.error
+        elif isinstance(ev, CompensationStarted):
+            s.compensating = True
+            s.compensation_steps = list(ev.steps)
+        elif isinstance(ev, BudgetExceeded):
+            s.budget_exceeded = ev
+        elif isinstance(ev, RunRefused):
+            s.status = "refused"
+            s.terminal = stored
+        elif isinstance(ev, RunCompleted):
+            s.status = "completed"
+            s.terminal = stored
+        elif isinstance(ev, RunFailed):
+            s.status = "failed"
+            s.terminal = stored
+        elif isinstance(ev, RunEscalated):
+            s.status = "escalated"
+            s.terminal = stored
+        elif isinstance(ev, RunCancelled):
+            s.status = "cancelled"
+            s.terminal = stored
+
+    def _slot(self, step: int) -> Slot | None:
+        for slot in self.state.slots:
+            if slot.step == step:
+                return slot
+        return None
+
+    def _close_proposal(self) -> None:
+        s = self.state
+        if s.proposal is None:
+            return
+        results = []
+        for slot in s.slots:
+            item: dict[str, Any] = {"action": slot.name, "args": slot.args, "status": slot.status}
+            if slot.status == "completed":
+                item["result"] = slot.result
+            else:
+                item["reason"] = slot.reason
+            results.append(item)
+        s.history.append({"proposal": s.proposal, "results": results})
+
+
+def fold(contract: Contract, run_id: str, events: Iterable[StoredEvent]) -> RunState:
+    return Folder(contract, run_id).apply_all(events)
+
+
+def history_for_model(state: RunState) -> list[dict[str, Any]]:
+    """Earlier proposals and what became of each action, including the current settled one."""
+    out = list(state.history)
+    if state.proposal is not None and state.slots and all(s.settled for s in state.slots):
+        results = []
+        for slot in state.slots:
+            item: dict[str, Any] = {"action": slot.name, "args": slot.args, "status": slot.status}
+            if slot.status == "completed":
+                item["result"] = slot.result
+            else:
+                item["reason"] = slot.reason
+            results.append(item)
+        out.append({"proposal": state.proposal, "results": results})
+    return out
+
+
+def outcome_facts(state: RunState) -> dict[str, Any]:
+    """What ``outcome`` means to outcome rules: the final answer plus the executed actions."""
+    final = (state.proposal or {}).get("final") or {}
+    return {**final, "actions": [dict(a) for a in state.executed]}
