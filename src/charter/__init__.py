@@ -19,6 +19,7 @@ from charter.errors import (
 from charter.policy.decision import Decision, RuleError
 from charter.policy.history import HistoryProvider, InMemoryHistory
 from charter.policy.provenance import Observation
+from charter.runs.runtime import Runtime
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "PolicyPack",
     "Registry",
     "RuleError",
+    "Runtime",
     "StoreError",
     "UsageError",
     "__version__",

@@ -9,8 +9,10 @@ import click
 
 from charter import __version__
 from charter.cli.contract import contract_group
+from charter.cli.demo import demo_cmd
 from charter.cli.policy import policy_group
 from charter.cli.runs import (
+    backtest_cmd,
     replay_cmd,
     report_cmd,
     review_group,
@@ -35,8 +37,11 @@ for command in (
     replay_cmd,
     worker_cmd,
     report_cmd,
+    demo_cmd,
 ):
     cli.add_command(command)
+
+policy_group.add_command(backtest_cmd)
 
 
 def main() -> None:

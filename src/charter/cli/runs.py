@@ -579,3 +579,68 @@ def report_cmd(contract: str | None, db: str, as_json: bool) -> None:
             click.echo(
                 f"  latency:  p50 {lat['p50']:.3f}s, p95 {lat['p95']:.3f}s (submitted → ended)"
             )
+
+
+@click.command("backtest")
+@click.argument("contract", type=click.Path(path_type=Path))
+@click.option(
+    "--runs",
+    "run_ids",
+    multiple=True,
+    help="Only these runs (repeatable); default: every run of the contract's name.",
+)
+@click.option("--since", help="Only runs submitted at or after this ISO 8601 instant.")
+@click.option(
+    "--packs",
+    "pack_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Policy pack file or directory.",
+)
+@db_option
+@json_option
+@handle_errors
+def backtest_cmd(
+    contract: Path,
+    run_ids: tuple[str, ...],
+    since: str | None,
+    pack_paths: tuple[Path, ...],
+    db: str,
+    as_json: bool,
+) -> None:
+    """Evaluate a new contract version against recorded runs and report which decisions change."""
+    from charter.policy.testing import parse_instant
+    from charter.runs.replay import backtest
+    from charter.runs.state import format_time
+
+    new = Contract.load(contract, load_packs(list(pack_paths)))
+    rt = _runtime(db)
+    if run_ids:
+        ids = [rt.store.find_run(r).run_id for r in run_ids]
+    else:
+        try:
+            since_at = format_time(parse_instant(since)) if since else None
+        except ValueError as exc:
+            raise UsageError(f"option --since: {exc}") from None
+        ids = rt.store.run_ids(contract_name=new.name, since=since_at)
+    result = backtest(rt.store, new, ids, rt.contract_for)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    click.echo(
+        f"backtest of {new.ref} against {result.runs} run(s) of {', '.join(result.old) or '-'}: {result.decisions} decisions, {len(result.changes)} would change"
+    )
+    for line in result.summary():
+        click.echo(f"  {line}")
+    if result.changes:
+        click.echo(
+            f"  {'run':<26} {'event':>5}  {'at':<8} {'action':<14} {'before':<9} {'after':<9} rules"
+        )
+        for c in result.changes[:50]:
+            click.echo(
+                f"  {c.run_id:<26} {c.seq:>5}  {c.at:<8} {c.action or '-':<14} {c.before:<9} {c.after:<9} {', '.join(c.rules_after)}"
+            )
+        if len(result.changes) > 50:
+            click.echo(f"  ... {len(result.changes) - 50} more (use --json for all)")
+    for e in result.errors:
+        click.echo(f"  error: {e}", err=True)
