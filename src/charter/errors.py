@@ -9,6 +9,7 @@ tell a user's mistake from a run that failed without parsing messages::
     ├── ContractError         a contract, pack or policy test file failed to load (all issues)
     ├── NotFoundError         a contract, run or review that does not exist
     ├── PolicyError           the policy engine was asked something it cannot answer
+    ├── ModelError            a model provider failed or was refused (guard, SDK missing, API error)
     └── StoreError            the ledger store is missing, corrupt or unreachable
 
 User mistakes exit with 2 (like click), failures of the ledger with 3, a contract that does
@@ -45,6 +46,17 @@ class PolicyError(CharterError):
     """The policy engine cannot answer a request (e.g. unknown decision point)."""
 
     code = "policy_error"
+    exit_code = 2
+
+
+class ModelError(CharterError):
+    """A model provider could not answer: SDK missing, request blocked, or the API failed.
+
+    Raised inside a run it fails that run with the reason recorded; raised at submission
+    (an unknown ``--model``) it is the caller's mistake and exits like a usage error.
+    """
+
+    code = "model_error"
     exit_code = 2
 
 

@@ -9,10 +9,11 @@ import click
 
 from charter.cli.common import echo_json, handle_errors
 from charter.contract.model import Contract, PolicyPack
-from charter.contract.registry import load_packs
+from charter.contract.registry import load_packs, yaml_files
 from charter.contract.source import read_yaml
 from charter.contract.validate import schema
 from charter.errors import ContractError, Issue
+from charter.models.prompt import template_issues
 
 
 @click.group("contract")
@@ -39,7 +40,7 @@ def validate(paths: tuple[Path, ...], pack_paths: tuple[Path, ...], as_json: boo
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            files.extend(f for f in sorted(p.rglob("*.yaml")) if not f.name.endswith(".tests.yaml"))
+            files.extend(yaml_files(p))
         else:
             files.append(p)
     for f in files:
@@ -50,6 +51,10 @@ def validate(paths: tuple[Path, ...], pack_paths: tuple[Path, ...], as_json: boo
                 ok.append({"file": str(f), "pack": pack.name, "hash": pack.content_hash})
             else:
                 c = Contract.from_document(doc, packs)
+                # the prompt template the contract names: present and valid Jinja2
+                template_problems = template_issues(c.path, c.model)
+                if template_problems:
+                    raise ContractError(template_problems)
                 ok.append(
                     {
                         "file": str(f),

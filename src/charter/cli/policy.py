@@ -34,6 +34,14 @@ def _observations(raw: object) -> list[Observation]:
             raise UsageError(
                 f"option --observations: item [{i}] needs at least a 'channel' and 'content'"
             )
+        labels = item.get("labels")
+        if labels is not None and not (
+            isinstance(labels, list) and all(isinstance(x, str) for x in labels)
+        ):
+            raise UsageError(
+                f"option --observations: item [{i}] 'labels' must be a list of strings, "
+                'e.g. ["pii"]'
+            )
         out.append(Observation.from_dict(item))
     return out
 
@@ -151,9 +159,10 @@ def test_cmd(
     if not files:
         raise UsageError(f"no *.tests.yaml files found in {', '.join(map(str, paths))}")
     results = [run_file(f) for f in files]
-    total_rules = sum(len(r.rules) for r in results)
-    total_covered = sum(len(r.covered) for r in results)
-    pct = 100.0 * total_covered / total_rules if total_rules else 100.0
+    # A rule counts once per contract, however many files exercise that contract.
+    all_rules = {(r.contract, rule) for r in results for rule in r.rules}
+    covered = {(r.contract, rule) for r in results for rule in r.covered}
+    pct = 100.0 * len(covered) / len(all_rules) if all_rules else 100.0
     failed = sum(r.failed for r in results)
     below = min_coverage is not None and pct < min_coverage
     if as_json:
@@ -177,9 +186,9 @@ def test_cmd(
                 f"  {r.passed} passed, {r.failed} failed; rule coverage {len(r.covered)}/{len(r.rules)}"
             )
             if r.uncovered:
-                click.echo(f"  rules no case exercised: {', '.join(r.uncovered)}")
+                click.echo(f"  rules this file does not exercise: {', '.join(r.uncovered)}")
         click.echo(
-            f"coverage: {pct:.1f}%"
+            f"coverage: {pct:.1f}% of {len(all_rules)} rule(s), counted once per contract"
             + (f" (below --min-coverage {min_coverage:g}%)" if below else "")
         )
         click.echo(f"{sum(r.passed for r in results)} passed, {failed} failed")

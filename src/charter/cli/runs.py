@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -16,11 +17,12 @@ import click
 from charter.cli.common import echo_json, handle_errors, parse_json_object
 from charter.contract.model import Contract
 from charter.contract.registry import load_packs
-from charter.errors import UsageError
+from charter.errors import CharterError, UsageError
 from charter.ledger.events import (
     ActionCompleted,
     ActionDecided,
     ActionFailed,
+    ActionShadowed,
     ActionStarted,
     BudgetExceeded,
     ChannelRead,
@@ -41,6 +43,7 @@ from charter.ledger.events import (
 )
 from charter.ledger.store import open_store
 from charter.ledger.verify import verify
+from charter.runs.limits import Limits
 from charter.runs.replay import replay
 from charter.runs.report import build_report
 from charter.runs.runtime import Runtime
@@ -55,7 +58,8 @@ def db_option(func: F) -> F:
         envvar="CHARTER_DATABASE_URL",
         default="charter.db",
         show_default=True,
-        help="Ledger location: a SQLite path or sqlite:///path (env CHARTER_DATABASE_URL).",
+        help="Ledger location: a SQLite path, sqlite:///path or "
+        "postgresql://user@host:port/db[?schema=name] (env CHARTER_DATABASE_URL).",
     )(func)
 
 
@@ -108,6 +112,13 @@ def run_group() -> None:
     is_flag=True,
     help="Process the run in this process until it ends or waits for a review.",
 )
+@click.option(
+    "--model",
+    "model",
+    metavar="PROVIDER:MODEL",
+    help="Use this model instead of the contract's: openai:MODEL, anthropic:MODEL, "
+    "replay[:RUN_ID|PROMPT_HASH] or scripted[:pkg.mod:func]. Recorded with the run.",
+)
 @db_option
 @json_option
 @handle_errors
@@ -118,6 +129,7 @@ def run_start(
     idempotency_key: str | None,
     pack_paths: tuple[Path, ...],
     wait: bool,
+    model: str | None,
     db: str,
     as_json: bool,
 ) -> None:
@@ -131,6 +143,7 @@ def run_start(
         payload,
         context=parse_json_object(context_json, "--context"),
         idempotency_key=idempotency_key,
+        model=model,
     )
     state = rt.run(run_id) if wait else rt.state(run_id)
     if as_json:
@@ -182,9 +195,23 @@ def _line(stored: StoredEvent, t0: str) -> str:
     if isinstance(ev, RunRefused):
         return head + f"REFUSED: {ev.reason}"
     if isinstance(ev, ModelCalled):
+        kinds = [
+            f"{n} {kind}"
+            for n, kind in (
+                (ev.cached_input_tokens, "cached"),
+                (ev.reasoning_tokens, "reasoning"),
+            )
+            if n
+        ]
+        priced = f"prices {ev.price_version}" if ev.price_version else "unpriced"
+        redacted = (
+            f", redacted {','.join(str(r['channel']) for r in ev.redacted)}" if ev.redacted else ""
+        )
         return head + (
             f"model {ev.provider}:{ev.model} step {ev.step} attempt {ev.attempt}: "
-            f"{ev.input_tokens}+{ev.output_tokens} tokens, ${ev.cost_usd:.4f}, {ev.latency_ms:.1f}ms"
+            f"{ev.input_tokens}+{ev.output_tokens} tokens"
+            + (f" ({', '.join(kinds)})" if kinds else "")
+            + f", ${ev.cost_usd:.4f} ({priced}), {ev.latency_ms:.1f}ms{redacted}"
         )
     if isinstance(ev, ProposalAccepted):
         what = (
@@ -223,6 +250,8 @@ def _line(stored: StoredEvent, t0: str) -> str:
         )
     if isinstance(ev, ActionFailed):
         return head + f"FAILED {ev.action}: {ev.error}"
+    if isinstance(ev, ActionShadowed):
+        return head + f"shadow mode: {ev.action} step {ev.step} decided {ev.effect}, not executed"
     if isinstance(ev, CompensationStarted):
         return head + f"compensating steps {ev.steps}: {ev.reason}"
     if isinstance(ev, BudgetExceeded):
@@ -371,7 +400,8 @@ def _decide(
     if as_json:
         echo_json(state_summary(state))
     else:
-        click.echo(f"{verdict}d {review_id}; run {run_id} is now {state.status}")
+        done = {"approve": "approved", "reject": "rejected"}[verdict]
+        click.echo(f"{done} {review_id}; run {run_id} is now {state.status}")
 
 
 @review_group.command("approve")
@@ -507,15 +537,56 @@ def replay_cmd(run_ids: tuple[str, ...], all_runs: bool, db: str, as_json: bool)
     help="Exit after processing this many runs (per thread).",
 )
 @click.option(
-    "--poll", type=float, default=0.25, show_default=True, help="Seconds between polls when idle."
+    "--poll",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Seconds between polls when idle (PostgreSQL also wakes workers by LISTEN/NOTIFY).",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a claimed run stays leased without a heartbeat before others may reclaim it.",
+)
+@click.option(
+    "--max-per-contract",
+    "max_per_contract",
+    multiple=True,
+    metavar="NAME=N",
+    help="At most N runs of contract NAME in flight across all workers (repeatable).",
+)
+@click.option(
+    "--rate-limit",
+    "rate_limits",
+    multiple=True,
+    metavar="PROVIDER=N/min",
+    help="At most N model calls to PROVIDER per window (N/s, N/min, N/h) across all workers.",
 )
 @db_option
 @handle_errors
 def worker_cmd(
-    concurrency: int, idle_exit: float | None, max_runs: int | None, poll: float, db: str
+    concurrency: int,
+    idle_exit: float | None,
+    max_runs: int | None,
+    poll: float,
+    lease: float,
+    max_per_contract: tuple[str, ...],
+    rate_limits: tuple[str, ...],
+    db: str,
 ) -> None:
-    """Process queued runs until SIGTERM/SIGINT (finishing the current step first)."""
-    runtimes = [_runtime(db, create=True) for _ in range(concurrency)]
+    """Process queued runs until SIGTERM/SIGINT (finishing the current step first).
+
+    Any number of workers, on any number of machines, may share one PostgreSQL ledger (or
+    one SQLite file on one machine). Limits hold across all of them; give every worker the
+    same ones.
+    """
+    limits = Limits.parse(max_per_contract, rate_limits)
+    store = open_store(db, create=True)  # one store (one connection pool) for all threads
+    runtimes = [
+        Runtime(store, limits=limits, lease=timedelta(seconds=lease)) for _ in range(concurrency)
+    ]
 
     def stop(signum: int, frame: FrameType | None) -> None:
         for rt in runtimes:
@@ -524,9 +595,15 @@ def worker_cmd(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     counts = [0] * concurrency
+    errors: list[CharterError] = []
 
     def loop(i: int) -> None:
-        counts[i] = runtimes[i].work(idle_exit=idle_exit, poll=poll, max_runs=max_runs)
+        try:
+            counts[i] = runtimes[i].work(idle_exit=idle_exit, poll=poll, max_runs=max_runs)
+        except CharterError as exc:
+            # a ledger that cannot be used: stop every thread, report it, exit non-zero
+            errors.append(exc)
+            stop(signal.SIGTERM, None)
 
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(concurrency)]
     for t in threads:
@@ -534,6 +611,9 @@ def worker_cmd(
     for t in threads:
         while t.is_alive():
             t.join(0.2)
+    store.close()
+    if errors:
+        raise errors[0]
     click.echo(f"worker stopped after processing {sum(counts)} run(s)")
 
 
@@ -543,14 +623,23 @@ def worker_cmd(
 @json_option
 @handle_errors
 def report_cmd(contract: str | None, db: str, as_json: bool) -> None:
-    """Per contract: runs by outcome, decisions, human overrides, cost, value, latency."""
+    """Per contract: runs by outcome, decisions, human overrides, cost, value, latency;
+    model spend per provider:model, and today's and this month's spend against the limits."""
+    from charter.runs.spend import window_spend
+
     rt = _runtime(db)
     units: dict[str, str] = {}
+    contracts: dict[str, Contract] = {}
     for row in rt.store.list_runs(contract=contract, limit=1_000_000):
         if row.contract not in units:
             c = rt.contract_for(row.policy_hash)
             units[row.contract] = str(c.value["unit"]) if c.value else ""
+            contracts[row.contract] = c
     reports = build_report(rt.store, contract, {k: v for k, v in units.items() if v})
+    for r in reports:
+        if r.contract in contracts:
+            c = contracts[r.contract]
+            r.spend = window_spend(rt.store, c.name, c.budget, rt.clock())
     if as_json:
         echo_json([r.to_dict() for r in reports])
         return
@@ -572,6 +661,30 @@ def report_cmd(contract: str | None, db: str, as_json: bool) -> None:
         click.echo(
             f"  model:    {d['model_calls']} calls, {d['tokens']} tokens, cost ${d['cost_usd']:.4f}"
         )
+        for m in d["models"]:
+            extra = [
+                f"{m[k]} {label}"
+                for k, label in (
+                    ("cached_input_tokens", "cached"),
+                    ("reasoning_tokens", "reasoning"),
+                    ("unpriced_calls", "calls UNPRICED"),
+                )
+                if m[k]
+            ]
+            click.echo(
+                f"            {m['model']}: {m['calls']} calls, {m['input_tokens']} in + "
+                f"{m['output_tokens']} out tokens"
+                + (f" ({', '.join(extra)})" if extra else "")
+                + f", ${m['cost_usd']:.4f}"
+            )
+        if d["spend"]:
+            parts = []
+            for kind, w in d["spend"].items():
+                limit = f" of ${w['limit_usd']:.2f}" if w["limit_usd"] is not None else ""
+                parts.append(f"this {kind} ${w['spent_usd']:.4f}{limit}")
+            click.echo(
+                f"  spend:    {', '.join(parts)} (all versions of {d['contract'].split('@')[0]})"
+            )
         if d["value"] is not None:
             click.echo(f"  value:    {d['value']:.2f} {d['value_unit']}")
         lat = d["latency_s"]

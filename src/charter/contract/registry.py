@@ -16,7 +16,8 @@ from charter.contract.source import Document, read_yaml
 from charter.errors import ContractError, Issue, NotFoundError
 
 
-def _yaml_files(root: Path) -> list[Path]:
+def yaml_files(root: Path) -> list[Path]:
+    """Contract and pack files under ``root``: ``*.yaml``/``*.yml``, policy tests excluded."""
     files = sorted({*root.rglob("*.yaml"), *root.rglob("*.yml")})
     return [f for f in files if not f.name.endswith((".tests.yaml", ".tests.yml"))]
 
@@ -25,7 +26,7 @@ def load_packs(paths: list[Path]) -> list[PolicyPack]:
     """Load packs from files and directories (every YAML file with a ``pack`` key)."""
     docs: list[Document] = []
     for p in paths:
-        for f in _yaml_files(p) if p.is_dir() else [p]:
+        for f in yaml_files(p) if p.is_dir() else [p]:
             doc = read_yaml(f)
             if isinstance(doc.data, dict) and "pack" in doc.data:
                 docs.append(doc)
@@ -75,6 +76,8 @@ class Registry:
                         )
                     ]
                 )
+            if c.ref in self._by_ref:
+                continue  # the same contract in two files (a copy): list it once
             self._by_ref[c.ref] = c
             self._by_name.setdefault(c.name, []).append(c)
         for versions in self._by_name.values():
@@ -86,7 +89,7 @@ class Registry:
         base = Path(root)
         if not base.is_dir():
             raise NotFoundError(f"contract directory {base} does not exist")
-        files = _yaml_files(base)
+        files = yaml_files(base)
         packs = load_packs([base])
         contracts: list[Contract] = []
         issues: list[Issue] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from charter.errors import ContractError, Issue
 
@@ -89,6 +89,14 @@ def _plain(node: Any) -> Any:
     return str(node)
 
 
+def _line_col(text: str, position: int | None) -> tuple[int, int]:
+    """1-based line and column of a character offset (1:1 when unknown)."""
+    if not isinstance(position, int) or position < 0:
+        return 1, 1
+    before = text[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+
+
 def parse_yaml(text: str, file: str) -> Document:
     """Parse YAML text; syntax errors and duplicate keys raise ``ContractError`` with position."""
     yaml = YAML(typ="rt")
@@ -99,6 +107,12 @@ def parse_yaml(text: str, file: str) -> Document:
         line = mark.line + 1 if mark is not None else 1
         col = mark.column + 1 if mark is not None else 1
         problem = exc.problem or str(exc)
+        start = exc.context_mark
+        if exc.context and start is not None and start is not mark and "duplicate" not in problem:
+            # e.g. an unclosed bracket: say where the construct that failed began
+            problem += (
+                f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
+            )
         hint = (
             "remove or rename the repeated key"
             if "duplicate" in problem
@@ -106,6 +120,12 @@ def parse_yaml(text: str, file: str) -> Document:
         )
         raise ContractError(
             [Issue(file, line, col, "", f"YAML syntax error: {problem}", hint)]
+        ) from None
+    except YAMLError as exc:  # e.g. ReaderError: a control character the YAML reader refuses
+        line, col = _line_col(text, getattr(exc, "position", None))
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ContractError(
+            [Issue(file, line, col, "", f"YAML error: {problem}", "remove the control character")]
         ) from None
     return Document(file=file, data=_plain(tree), tree=tree)
 

@@ -9,6 +9,7 @@ schemas that are themselves valid JSON Schemas.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from functools import cache
 from importlib import resources
@@ -20,7 +21,18 @@ from referencing import Registry, Resource
 
 from charter.contract.source import Document, PathPart
 from charter.errors import Issue
-from charter.policy.cel import LIST_FUNCTIONS, STRING_FUNCTIONS, CelCompileError, compile_expression
+from charter.policy.cel import (
+    LIST_FUNCTIONS,
+    STRING_FUNCTIONS,
+    VARIABLES,
+    CelCompileError,
+    CelEvalError,
+    Environment,
+    compile_expression,
+)
+
+#: ``duration("...")`` and ``timestamp("...")`` with a plain string literal.
+_TIME_LITERAL = re.compile(r"""\b(duration|timestamp)\(\s*("[^"\\]*"|'[^'\\]*')\s*\)""")
 
 #: Functions CEL itself provides (cel-rust) plus Charter's; a call to anything else is a typo.
 KNOWN_FUNCTIONS = frozenset(
@@ -35,13 +47,10 @@ KNOWN_FUNCTIONS = frozenset(
         "double",
         "string",
         "bytes",
-        "bool",
         "timestamp",
         "duration",
         "dyn",
         "type",
-        "max",
-        "min",
         "getFullYear",
         "getMonth",
         "getDayOfYear",
@@ -99,7 +108,8 @@ def _hint(error: ValidationError) -> str:
     if v == "enum":
         return "use one of: " + ", ".join(str(x) for x in _as_list(error.validator_value))
     if v == "type":
-        return f"make it a {error.validator_value}"
+        kind = " or ".join(str(t) for t in _as_list(error.validator_value))
+        return f"make it {'an' if kind[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {kind}"
     if v == "pattern":
         pattern = str(error.validator_value)
         if "ms|s|m|h|d" in pattern:
@@ -132,7 +142,8 @@ def _schema_issues(doc: Document, name: str) -> Iterator[Issue]:
             for extra in extras:
                 yield doc.issue([*parts, extra], f"unknown key {extra!r}", _hint(error))
             continue
-        if error.validator == "propertyNames":
+        if "propertyNames" in error.relative_schema_path:
+            # a bad key: jsonschema reports the name as the instance, at the parent's path
             bad = error.instance
             yield doc.issue(
                 [*parts, str(bad)],
@@ -146,12 +157,28 @@ def _schema_issues(doc: Document, name: str) -> Iterator[Issue]:
                 parts, message, "use a positive integer (3) or a dotted version ('1.2.0')"
             )
             continue
+        if error.validator == "required" and isinstance(error.instance, dict):
+            # name the missing field in the path; it is located at its parent, which exists
+            missing = [
+                k
+                for k in _as_list(error.validator_value)
+                if k not in error.instance and message.startswith(repr(k))
+            ]
+            if missing:
+                yield doc.issue([*parts, missing[0]], message, _hint(error))
+                continue
         yield doc.issue(parts, message, _hint(error))
+
+
+_BOUND = re.compile(r"\b(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 
 
 def check_expression(doc: Document, parts: list[PathPart], source: Any) -> Iterator[Issue]:
     """Compile one CEL expression; report syntax errors and unknown functions at its path."""
-    if not isinstance(source, str) or not source.strip():
+    if not isinstance(source, str) or not source:
+        return  # the schema reports wrong types and empty strings
+    if not source.strip():
+        yield doc.issue(parts, "CEL expression is blank", "write a condition, e.g. 'true'")
         return
     try:
         expr = compile_expression(source)
@@ -171,6 +198,28 @@ def check_expression(doc: Document, parts: list[PathPart], source: Any) -> Itera
             f"CEL expression calls unknown function {fn!r}",
             "check the spelling; functions available to policies are listed in docs/policy.md",
         )
+    # A misspelt variable (`acton.name`) would fail closed on every request. CEL lists the
+    # variables that comprehension macros bind (`o` in `items.exists(o, ...)`) as variables
+    # too, so those are recognised from the macro calls and not reported.
+    bound = set(_BOUND.findall(source))
+    for name in sorted(expr.variables - set(VARIABLES) - bound):
+        yield doc.issue(
+            parts,
+            f"CEL expression uses unknown variable {name!r}",
+            f"policies can read {', '.join(VARIABLES)}; check the spelling",
+        )
+    # A literal CEL rejects (duration("1d"): CEL has no day unit) would make the rule fail,
+    # and so fail closed, on every request; say so now rather than at every decision.
+    for m in _TIME_LITERAL.finditer(source):
+        try:
+            compile_expression(m.group(0)).evaluate(Environment({}, {}))
+        except (CelCompileError, CelEvalError):
+            unit = "use h, m, s or ms, e.g. 24h" if m.group(1) == "duration" else ""
+            yield doc.issue(
+                parts,
+                f"CEL cannot evaluate {m.group(0)}",
+                unit or "write an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z",
+            )
 
 
 def check_rules(doc: Document, prefix: list[PathPart], rules: Any) -> Iterator[Issue]:

@@ -35,6 +35,9 @@ class RunSubmitted(Event):
     context: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     submitted_at: str = ""
+    #: ``provider:model`` chosen at submission over the contract's model section (``None``:
+    #: the contract's); in the event so that every worker calls the same model.
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,14 @@ class ModelCalled(Event):
     output_tokens: int
     cost_usd: float
     latency_ms: float
+    # Added with real providers; ``None`` in ledgers written before them. Token kinds are
+    # subsets: cached and cache-write tokens of input_tokens, reasoning of output_tokens.
+    template_hash: str | None = None  # SHA-256 of the prompt template's text
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    price_version: str | None = None  # price table that computed cost_usd; None: unpriced
+    redacted: list[dict[str, Any]] | None = None  # [{channel, labels, fields}] masked
 
 
 @dataclass(frozen=True)
@@ -182,10 +193,22 @@ class ActionFailed(Event):
 
 
 @dataclass(frozen=True)
+class ActionShadowed(Event):
+    """A contract at autonomy level ``shadow``: the action was decided, never executed."""
+
+    TYPE: ClassVar[str] = "action.shadowed"
+    step: int
+    action: str
+    args: dict[str, Any]
+    effect: str
+
+
+@dataclass(frozen=True)
 class CompensationStarted(Event):
     TYPE: ClassVar[str] = "compensation.started"
     reason: str
     steps: list[int]
+    decision: dict[str, Any] | None = None  # an outcome deny: the decision that asked
 
 
 @dataclass(frozen=True)
@@ -245,6 +268,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ActionStarted,
         ActionCompleted,
         ActionFailed,
+        ActionShadowed,
         CompensationStarted,
         BudgetExceeded,
         RunCompleted,

@@ -21,8 +21,10 @@ from charter.ledger.chain import GENESIS, canonical, event_hash
 from charter.ledger.events import (
     ActionCompleted,
     Event,
+    ModelCalled,
     ReviewDecided,
     ReviewRequested,
+    RunCancelled,
     StoredEvent,
     decode,
 )
@@ -45,6 +47,9 @@ _REVIEW_COLUMNS = (
     "review_id, run_id, contract, kind, step, action, effect, status, reviewers, reasons, "
     "requested_at, due_at, decided_at, decided_by, verdict"
 )
+
+
+_MIDNIGHT = "T00:00:00.000000Z"
 
 
 def _run(row: tuple[Any, ...]) -> RunRow:
@@ -299,7 +304,39 @@ class SQLiteStore(Store):
         return stored
 
     def _project(self, cur: sqlite3.Cursor, run_id: str, seq: int, at: str, ev: Event) -> None:
-        if isinstance(ev, ActionCompleted) and not ev.compensation:
+        if isinstance(ev, ModelCalled):
+            cur.execute(
+                "INSERT OR IGNORE INTO model_calls (run_id, seq, step, attempt, contract_name, "
+                "provider, model, at, prompt_hash, input_tokens, cached_input_tokens, "
+                "cache_write_tokens, output_tokens, reasoning_tokens, cost_usd) "
+                "SELECT ?,?,?,?,contract_name,?,?,?,?,?,?,?,?,?,? FROM runs WHERE run_id = ?",
+                (
+                    run_id,
+                    seq,
+                    ev.step,
+                    ev.attempt,
+                    ev.provider,
+                    ev.model,
+                    at,
+                    ev.prompt_hash,
+                    ev.input_tokens,
+                    ev.cached_input_tokens or 0,
+                    ev.cache_write_tokens or 0,
+                    ev.output_tokens,
+                    ev.reasoning_tokens or 0,
+                    ev.cost_usd,
+                    run_id,
+                ),
+            )
+            if cur.rowcount == 1:  # not a replayed append of a call already projected
+                cur.execute(
+                    "INSERT INTO model_spend_daily (contract_name, day, calls, cost_usd) "
+                    "SELECT contract_name, ?, 1, ? FROM runs WHERE run_id = ? "
+                    "ON CONFLICT (contract_name, day) DO UPDATE SET "
+                    "calls = calls + 1, cost_usd = cost_usd + excluded.cost_usd",
+                    (at[:10], ev.cost_usd, run_id),
+                )
+        elif isinstance(ev, ActionCompleted) and not ev.compensation:
             cur.execute(
                 "INSERT OR IGNORE INTO executed_actions (run_id, step, action, args, at) VALUES (?,?,?,?,?)",
                 (run_id, ev.step, ev.action, canonical(ev.args), ev.completed_at),
@@ -327,6 +364,11 @@ class SQLiteStore(Store):
                     None,
                     None,
                 ),
+            )
+        elif isinstance(ev, RunCancelled):
+            cur.execute(
+                "UPDATE reviews SET status = 'cancelled' WHERE run_id = ? AND status = 'pending'",
+                (run_id,),
             )
         elif isinstance(ev, ReviewDecided):
             cur.execute(
@@ -410,14 +452,36 @@ class SQLiteStore(Store):
         return [r[0] for r in self._read(sql + " ORDER BY created_at, run_id", params)]
 
     # -- queue -----------------------------------------------------------------------
-    def claim(self, worker: str, now: str, lease_until: str) -> RunRow | None:
+    def claim(
+        self,
+        worker: str,
+        now: str,
+        lease_until: str,
+        *,
+        max_per_contract: Mapping[str, int] | None = None,
+    ) -> RunRow | None:
         with self._write() as cur:
+            # BEGIN IMMEDIATE serialises claims across processes, so counting live leases
+            # and taking one more cannot race: a per-contract cap holds for every worker
+            full: list[str] = []
+            if max_per_contract:
+                names = sorted(max_per_contract)
+                marks = ",".join("?" * len(names))
+                leased = dict(
+                    cur.execute(
+                        f"SELECT contract_name, count(*) FROM runs WHERE lease_owner IS NOT NULL "
+                        f"AND lease_expires >= ? AND contract_name IN ({marks}) GROUP BY contract_name",
+                        (now, *names),
+                    ).fetchall()
+                )
+                full = [n for n in names if leased.get(n, 0) >= max_per_contract[n]]
+            skip = f"AND contract_name NOT IN ({','.join('?' * len(full))}) " if full else ""
             row = cur.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE "
                 "(status = 'queued' OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?)) "
-                "AND (lease_expires IS NULL OR lease_expires < ?) "
+                f"AND (lease_expires IS NULL OR lease_expires < ?) {skip}"
                 "ORDER BY updated_at LIMIT 1",
-                (now, now),
+                (now, now, *full),
             ).fetchone()
             if row is None:
                 return None
@@ -462,6 +526,17 @@ class SQLiteStore(Store):
                 (run_id, worker, epoch),
             )
 
+    def acquire_rate_slot(self, key: str, limit: int, now: str, since: str) -> str | None:
+        with self._write() as cur:
+            cur.execute("DELETE FROM rate_slots WHERE key = ? AND at <= ?", (key, since))
+            count, oldest = cur.execute(
+                "SELECT count(*), min(at) FROM rate_slots WHERE key = ?", (key,)
+            ).fetchone()
+            if count >= limit:
+                return str(oldest)
+            cur.execute("INSERT INTO rate_slots (key, at) VALUES (?, ?)", (key, now))
+            return None
+
     # -- queries ---------------------------------------------------------------------
     def count_executed(self, action: str, match: Mapping[str, Any], since: str, until: str) -> int:
         sql = "SELECT count(*) FROM executed_actions WHERE action = ? AND at >= ? AND at <= ?"
@@ -493,6 +568,65 @@ class SQLiteStore(Store):
                 f"review id prefix {review_id!r} is ambiguous; type more characters"
             )
         return _review(rows[0])
+
+    # -- model spend -----------------------------------------------------------------
+    def spend(self, contract_name: str, since: str, until: str) -> float:
+        if since.endswith(_MIDNIGHT) and until.endswith(_MIDNIGHT):
+            # whole UTC days (the day and month windows): the daily roll-up
+            rows = self._read(
+                "SELECT coalesce(sum(cost_usd), 0) FROM model_spend_daily "
+                "WHERE contract_name = ? AND day >= ? AND day < ?",
+                (contract_name, since[:10], until[:10]),
+            )
+        else:
+            rows = self._read(
+                "SELECT coalesce(sum(cost_usd), 0) FROM model_calls "
+                "WHERE contract_name = ? AND at >= ? AND at < ?",
+                (contract_name, since, until),
+            )
+        return float(rows[0][0])
+
+    def model_spend(
+        self, *, since: str | None = None, until: str | None = None
+    ) -> list[dict[str, Any]]:
+        rows = self._read(
+            "SELECT contract_name, provider, model, count(*), sum(input_tokens), "
+            "sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens), sum(cost_usd) "
+            "FROM model_calls WHERE at >= ? AND at < ? "
+            "GROUP BY contract_name, provider, model ORDER BY contract_name, provider, model",
+            (since or "", until or "\uffff"),
+        )
+        keys = (
+            "contract",
+            "provider",
+            "model",
+            "calls",
+            "input_tokens",
+            "cached_input_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "cost_usd",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def find_model_call(self, prompt_hash: str) -> tuple[str, int] | None:
+        hashes = self._read(
+            "SELECT DISTINCT prompt_hash FROM model_calls "
+            "WHERE prompt_hash >= ? AND prompt_hash < ? LIMIT 2",
+            (prompt_hash, prompt_hash + "\uffff"),
+        )
+        if not hashes:
+            return None
+        if len(hashes) > 1:
+            raise NotFoundError(
+                f"prompt hash prefix {prompt_hash!r} is ambiguous; type more characters"
+            )
+        rows = self._read(
+            "SELECT run_id, seq FROM model_calls WHERE prompt_hash = ? "
+            "ORDER BY at DESC, run_id DESC, seq DESC LIMIT 1",
+            (hashes[0][0],),
+        )
+        return str(rows[0][0]), int(rows[0][1])
 
 
 class _Tx:

@@ -10,13 +10,15 @@ transaction as the events they derive from, so they can never disagree with the 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from charter.errors import StoreError
-from charter.ledger.events import Event, StoredEvent
+from charter.errors import NotFoundError, StoreError
+from charter.ledger.events import Event, ModelCalled, StoredEvent
 
 DEFAULT_PAYLOAD_CAP = 64 * 1024
 DEFAULT_DB = "charter.db"
@@ -26,6 +28,16 @@ class ConflictError(StoreError):
     """Someone else appended to the run first, or this worker's lease was taken over."""
 
     code = "conflict"
+
+
+class StoreUnavailableError(StoreError):
+    """The database could not be reached or dropped the connection (retry later).
+
+    Workers back off and carry on: nothing was half-written (a transaction either committed
+    or did not), and the next worker to claim a run re-reads its ledger.
+    """
+
+    code = "store_unavailable"
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,8 @@ _UNSET: Any = object()
 
 
 class Store(ABC):
-    """A ledger backend. Implementations: :class:`charter.ledger.sqlite.SQLiteStore`."""
+    """A ledger backend. Implementations: :class:`charter.ledger.sqlite.SQLiteStore` and
+    :class:`charter.ledger.postgres.PostgresStore`; both pass one conformance suite."""
 
     url: str
     payload_cap: int = DEFAULT_PAYLOAD_CAP
@@ -153,8 +166,20 @@ class Store(ABC):
 
     # -- work queue ------------------------------------------------------------------
     @abstractmethod
-    def claim(self, worker: str, now: str, lease_until: str) -> RunRow | None:
-        """Lease one runnable run (queued, or waiting with ``wake_at`` due) to ``worker``."""
+    def claim(
+        self,
+        worker: str,
+        now: str,
+        lease_until: str,
+        *,
+        max_per_contract: Mapping[str, int] | None = None,
+    ) -> RunRow | None:
+        """Lease one runnable run (queued, or waiting with ``wake_at`` due) to ``worker``.
+
+        ``max_per_contract`` caps how many runs of a contract (by name) may hold a live lease
+        at once, counted across every worker sharing the ledger: a contract at its cap is
+        skipped, so other contracts' runs still flow.
+        """
 
     @abstractmethod
     def claim_run(self, run_id: str, worker: str, now: str, lease_until: str) -> RunRow | None:
@@ -165,6 +190,28 @@ class Store(ABC):
 
     @abstractmethod
     def release(self, run_id: str, worker: str, epoch: int) -> None: ...
+
+    def wait_for_work(self, timeout: float, stop: threading.Event | None = None) -> None:
+        """Block until new work may be ready, ``timeout`` passes, or ``stop`` is set.
+
+        Idle workers call this between empty claims. The default polls (sleeps); a store
+        that can be told about new work (PostgreSQL's ``LISTEN/NOTIFY``) returns as soon as
+        a run is queued, so an idle worker picks it up at once.
+        """
+        if stop is not None:
+            stop.wait(timeout)
+        else:
+            time.sleep(timeout)
+
+    @abstractmethod
+    def acquire_rate_slot(self, key: str, limit: int, now: str, since: str) -> str | None:
+        """Take one of ``limit`` slots of ``key`` in the window (``since``, ``now``].
+
+        Records a call at ``now`` and returns ``None`` if fewer than ``limit`` calls were
+        recorded in the window; otherwise records nothing and returns the time of the
+        oldest call in the window (the caller may retry once it has left the window). Atomic
+        across every worker sharing the ledger, so a per-provider rate limit holds globally.
+        """
 
     # -- queries ---------------------------------------------------------------------
     @abstractmethod
@@ -177,22 +224,105 @@ class Store(ABC):
     @abstractmethod
     def get_review(self, review_id: str) -> ReviewRow: ...
 
+    # -- model spend (projection ``model_calls``, migration 2) ---------------------------
+    # Every store projects each ModelCalled event into ``model_calls`` (run_id, seq, step,
+    # attempt, contract_name, provider, model, at, prompt_hash, tokens by kind, cost_usd)
+    # in the transaction that appends it, and answers the two queries below from it with
+    # an index: spend windows are checked before every model call, so no scan.
+    # A roll-up ``model_spend_daily`` (contract_name, UTC day, calls, cost_usd), upserted in
+    # the same transaction, answers whole-day windows in at most 31 rows.
+    # PostgreSQL: mirror SQLiteStore._project (ModelCalled), spend, find_model_call and
+    # model_spend over the same tables (DDL and backfill: migration 2's ``postgres``).
+    @abstractmethod
+    def spend(self, contract_name: str, since: str, until: str) -> float:
+        """USD recorded for model calls of contract ``contract_name`` (by name, all versions)
+        with ``since <= at < until`` (store times, ISO 8601 UTC)."""
+
+    def model_spend(
+        self, *, since: str | None = None, until: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Calls, tokens and USD per (contract name, provider, model) in [since, until).
+
+        The default folds events; stores override it with a grouped query.
+        """
+        totals: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for run_id in self.run_ids():
+            row = self.get_run(run_id)
+            for stored in self.events(run_id):
+                ev = stored.event
+                if not isinstance(ev, ModelCalled):
+                    continue
+                if (since and stored.at < since) or (until and stored.at >= until):
+                    continue
+                key = (row.contract_name, ev.provider, ev.model)
+                t = totals.setdefault(
+                    key,
+                    {
+                        "contract": key[0],
+                        "provider": key[1],
+                        "model": key[2],
+                        "calls": 0,
+                        "input_tokens": 0,
+                        "cached_input_tokens": 0,
+                        "output_tokens": 0,
+                        "reasoning_tokens": 0,
+                        "cost_usd": 0.0,
+                    },
+                )
+                t["calls"] += 1
+                t["input_tokens"] += ev.input_tokens
+                t["cached_input_tokens"] += ev.cached_input_tokens or 0
+                t["output_tokens"] += ev.output_tokens
+                t["reasoning_tokens"] += ev.reasoning_tokens or 0
+                t["cost_usd"] += ev.cost_usd
+        return [totals[k] for k in sorted(totals)]
+
+    def find_model_call(self, prompt_hash: str) -> tuple[str, int] | None:
+        """``(run_id, seq)`` of the latest model call whose prompt hash is ``prompt_hash``
+        (or starts with it, when it identifies one prompt); ``None`` if there is none.
+
+        Raises :class:`NotFoundError` for a prefix shared by several prompts. The default
+        scans the ledger; stores override it with an indexed query.
+        """
+        found: tuple[str, str, int] | None = None
+        hashes: set[str] = set()
+        for run_id in self.run_ids():
+            for stored in self.events(run_id):
+                ev = stored.event
+                if isinstance(ev, ModelCalled) and ev.prompt_hash.startswith(prompt_hash):
+                    hashes.add(ev.prompt_hash)
+                    if found is None or (stored.at, run_id, stored.seq) > found:
+                        found = (stored.at, run_id, stored.seq)
+        if len(hashes) > 1:
+            raise NotFoundError(
+                f"prompt hash prefix {prompt_hash!r} is ambiguous; type more characters"
+            )
+        return None if found is None else (found[1], found[2])
+
 
 def open_store(url: str | None = None, *, create: bool = True) -> Store:
     """Open the ledger named by ``url``, ``$CHARTER_DATABASE_URL``, or ``./charter.db``.
 
-    ``sqlite:///path``, ``sqlite:///:memory:`` and plain file paths select SQLite.
-    ``create=False`` refuses to create a missing database (for read-only commands).
+    ``sqlite:///path``, ``sqlite:///:memory:`` and plain file paths select SQLite;
+    ``postgresql://user@host:port/db[?schema=name]`` selects PostgreSQL (needs the
+    ``postgres`` extra). ``create=False`` refuses to create a missing database (for
+    read-only commands).
     """
     target = url or os.environ.get("CHARTER_DATABASE_URL") or DEFAULT_DB
     cap = int(os.environ.get("CHARTER_PAYLOAD_CAP", DEFAULT_PAYLOAD_CAP))
     if target.startswith(("postgresql://", "postgres://")):
-        raise StoreError(
-            "PostgreSQL ledgers are not available in this version; use a SQLite path "
-            "(e.g. --db charter.db) or sqlite:///path/to/ledger.db"
-        )
+        try:
+            from charter.ledger.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"PostgreSQL ledgers need psycopg ({exc}); install charter[postgres]"
+            ) from None
+        return PostgresStore(target, create=create, payload_cap=cap)
     if "://" in target and not target.startswith("sqlite://"):
-        raise StoreError(f"unsupported database URL {target!r}; use sqlite:///path/to/ledger.db")
+        raise StoreError(
+            f"unsupported database URL {target!r}; use sqlite:///path/to/ledger.db or "
+            "postgresql://user@host:port/database"
+        )
     from charter.ledger.sqlite import SQLiteStore
 
     path = target.removeprefix("sqlite:///").removeprefix("sqlite://")

@@ -19,7 +19,7 @@ class ModelRequest:
 
     ``history`` lists earlier steps of this run: each ``{"proposal": {...}, "results":
     [{"action", "args", "status", "result" | "reason"}]}`` with status one of
-    ``executed``, ``failed``, ``denied``, ``rejected`` (by a reviewer). ``feedback`` holds
+    ``completed``, ``failed``, ``denied``, ``rejected`` (by a reviewer). ``feedback`` holds
     the reasons the previous output was rejected as invalid, for a corrected retry.
     """
 
@@ -35,13 +35,31 @@ class ModelRequest:
     history: Sequence[Mapping[str, Any]] = ()
     feedback: Sequence[str] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: ``{action: description}`` from the contract, so providers can describe the actions
+    #: in the structured-output schema they send (the prompt already lists them).
+    descriptions: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens by kind, normalised across providers so that pricing has one meaning.
+
+    ``input_tokens`` counts *every* prompt token, and ``cached_input_tokens`` (read from a
+    prompt cache) and ``cache_write_tokens`` (written to it) are subsets of it; likewise
+    ``reasoning_tokens`` is the subset of ``output_tokens`` the model spent thinking.
+    OpenAI reports usage this way already; Anthropic reports cache reads and writes
+    *beside* ``input_tokens``, and its provider adds them in. Counting a subset twice is
+    the classic cost bug (see :mod:`charter.models.pricing`). ``cost_usd`` is what the
+    provider itself says the call cost (0 when it does not say); the price table, when it
+    knows the model, takes precedence.
+    """
+
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def tokens(self) -> int:
@@ -56,6 +74,10 @@ class ModelResponse:
     usage: Usage
     model: str
     latency_ms: float = 0.0
+    #: The parameters actually sent (temperature, seed, max tokens, output mode, fallbacks
+    #: taken, parameters the provider does not support); recorded in ``ModelCalled.params``.
+    #: ``None`` means "what the contract asked for", as for the scripted provider.
+    params: Mapping[str, Any] | None = None
 
 
 class ModelProvider(Protocol):

@@ -13,6 +13,13 @@ Semantics (documented in ``docs/policy.md``):
 
 Nothing here reads the clock or performs I/O except through the history provider, so
 decisions replay exactly.
+
+Performance (``bench/policy.py``): converting the request to CEL values costs far more than
+evaluating the rules, so each decision point gets a :class:`_Plan` once, at load: the rules
+that can match (at ``action``, per action name: a rule that starts ``action.name == "x" &&``
+is false for every other action), the parts of the variables those rules can read (see
+:attr:`Expression.paths`), and the functions they call. A decision converts only that, and
+indexes observations for provenance only if a rule or the flow check asks.
 """
 
 from __future__ import annotations
@@ -25,7 +32,17 @@ from typing import Any
 
 from charter.durations import parse_duration
 from charter.errors import PolicyError
-from charter.policy.cel import Environment, Expression
+from charter.policy.cel import (
+    BUILTIN_FUNCTIONS,
+    VARIABLES,
+    Environment,
+    Expression,
+    Path,
+    Shape,
+    error_message,
+    prune,
+    shape_of,
+)
 from charter.policy.decision import (
     DECISION_POINTS,
     Decision,
@@ -58,6 +75,87 @@ class ActionTraits:
     effect: str
     egress: str
     allows_labels: tuple[str, ...]
+
+
+#: What a matched (or failed) rule contributes: id, effect, reason, reviewers.
+_Contribution = tuple[str, Effect, str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What deciding at one point (and, at ``action``, for one action name) needs.
+
+    ``rules`` are the rules that can match, in contract order; ``checks`` the same as
+    (id, program to run, the rule's own program, contribution when true), where the
+    program to run is the rule's without its leading ``action.name == "..."`` test when the
+    plan is for that action (see :attr:`Expression.unguarded`); ``shape`` the variables to
+    convert and which parts of each; ``functions`` the built-in helpers the rules call;
+    ``provenance``/``count`` whether they call those per-decision functions.
+    """
+
+    rules: tuple[Rule, ...]
+    checks: tuple[tuple[str, Any, Any, _Contribution], ...]
+    shape: tuple[tuple[str, Shape | None], ...]
+    functions: dict[str, Callable[..., Any]]
+    provenance: bool
+    count: bool
+
+
+def _plan(rules: Sequence[Rule], action_name: str | None = None) -> _Plan:
+    """The plan for evaluating ``rules`` together, for one action if named (see _Plan)."""
+    paths: set[Path] = set()
+    called: set[str] = set()
+    for rule in rules:
+        expr = rule.when
+        if expr.paths is None:  # not analysable: every variable it names, whole
+            paths.update((v,) for v in expr.variables if v in VARIABLES)
+        else:
+            paths.update(expr.paths)
+        called.update(expr.functions)
+    # CEL reports a namespaced call (``ns.f(...)``) as a call of ``f``: match the last part.
+    functions = {
+        name: fn
+        for name, fn in BUILTIN_FUNCTIONS.items()
+        if name in called or name.rsplit(".", 1)[-1] in called
+    }
+    return _Plan(
+        rules=tuple(rules),
+        checks=tuple(
+            (
+                r.id,
+                _program_for(r, action_name),
+                r.when.program,
+                (r.id, r.effect, r.reason or r.id, r.reviewers),
+            )
+            for r in rules
+        ),
+        shape=tuple(shape_of(paths).items()),
+        functions=functions,
+        provenance="provenance" in called,
+        count="count" in called,
+    )
+
+
+def _program_for(rule: Rule, action_name: str | None) -> Any:
+    """The rule's program without its ``action.name == action_name &&``, if it has one.
+
+    That test is known to be true in a plan for ``action_name``; skipping it saves a
+    fraction of a microsecond per rule, which adds up over the rules of one action.
+    """
+    expr = rule.when
+    if (
+        action_name is not None
+        and expr.unguarded is not None
+        and expr.guard == (("action", "name"), action_name)
+    ):
+        return expr.unguarded
+    return expr.program
+
+
+def _may_match(rule: Rule, action_name: str) -> bool:
+    """False when the rule's leading ``action.name == "..."`` test rules this action out."""
+    guard = rule.when.guard
+    return guard is None or guard[0] != ("action", "name") or guard[1] == action_name
 
 
 _NO_HISTORY = NoHistory()
@@ -112,9 +210,12 @@ class PolicyEngine:
         self._by_point: dict[str, tuple[Rule, ...]] = {
             point: tuple(r for r in rules if r.at == point) for point in DECISION_POINTS
         }
-        self._needed: dict[str, frozenset[str]] = {
-            point: frozenset().union(*(r.when.variables for r in group))
-            for point, group in self._by_point.items()
+        self._plans: dict[str, _Plan] = {
+            point: _plan(group) for point, group in self._by_point.items()
+        }
+        self._action_plans: dict[str, _Plan] = {
+            name: _plan([r for r in self._by_point["action"] if _may_match(r, name)], name)
+            for name in self.actions
         }
 
     def rules_at(self, at: str) -> tuple[Rule, ...]:
@@ -143,60 +244,105 @@ class PolicyEngine:
         if now.tzinfo is None:
             raise PolicyError("'now' must be timezone-aware, e.g. 2026-01-31T12:00:00Z")
         now = now.astimezone(UTC)
-        action_value = self._action_value(action) if at == "action" else dict(action or {})
+        if at == "action":
+            action_value = self._action_value(action)
+            plan = self._action_plans[action_value["name"]]
+        else:
+            action_value = dict(action or {})
+            plan = self._plans[at]
         prov = ProvenanceIndex(observations)
-        hist = history if history is not None else _NO_HISTORY
-
-        def provenance(value: Any) -> dict[str, list[str]]:
-            return prov.of(value).to_dict()
-
-        def count(name: str, match: Mapping[str, Any], window: Any) -> int:
-            return hist.count(str(name), dict(match), now - _as_window(window), now)
-
-        functions: dict[str, Callable[..., Any]] = {"provenance": provenance, "count": count}
-        variables = {
-            "action": action_value,
-            "input": dict(input or {}),
-            "context": dict(context or {}),
-            "proposal": dict(proposal or {}),
-            "run": {**_EMPTY_RUN, **(run or {})},
-            "now": now,
-            "outcome": outcome if outcome is not None else {},
-        }
-        rules = self._by_point[at]
-        contributions: list[tuple[str, Effect, str, tuple[str, ...]]] = []
+        contributions: list[_Contribution] = []
         errors: list[RuleError] = []
-        if rules:
-            env = Environment(variables, functions, self._needed[at])
-            for rule in rules:
+        if plan.rules:
+            # Only the variables (and parts of them) the plan's rules can read are built and
+            # converted; see _Plan. Unread variables are never copied either.
+            values: dict[str, Any] = {}
+            for name, shape in plan.shape:
+                value: Any
+                if name == "action":
+                    value = action_value
+                elif name == "input":
+                    value = input if type(input) is dict else dict(input or {})
+                elif name == "context":
+                    value = context if type(context) is dict else dict(context or {})
+                elif name == "proposal":
+                    value = proposal if type(proposal) is dict else dict(proposal or {})
+                elif name == "run":
+                    value = {**_EMPTY_RUN, **(run or {})}
+                elif name == "now":
+                    value = now
+                else:  # outcome
+                    value = outcome if outcome is not None else {}
+                values[name] = prune(value, shape)
+            functions = plan.functions
+            if plan.provenance or plan.count:
+                functions = dict(functions)
+                if plan.provenance:
+
+                    def provenance(value: Any) -> dict[str, list[str]]:
+                        return prov.of(value).to_dict()
+
+                    functions["provenance"] = provenance
+                if plan.count:
+                    hist = history if history is not None else _NO_HISTORY
+
+                    def count(name: str, match: Mapping[str, Any], window: Any) -> int:
+                        return hist.count(str(name), dict(match), now - _as_window(window), now)
+
+                    functions["count"] = count
+            context_ = Environment.of(values, functions).context
+            # The programs run directly rather than through Expression.evaluate: with many
+            # rules the extra call per rule shows, and the message is only built on failure.
+            for rule_id, program, full, contribution in plan.checks:
+                failure: Exception | None = None
                 try:
-                    result = rule.when.evaluate(env)
-                    if not isinstance(result, bool):
-                        raise TypeError(
-                            f"condition must be true or false, got {type(result).__name__}"
-                        )
+                    result = program.execute(context_)
                 except Exception as exc:
-                    message = str(exc) or type(exc).__name__
-                    errors.append(RuleError(rule.id, message))
-                    contributions.append(
-                        (rule.id, self.on_error, f"rule {rule.id} failed closed: {message}", ())
-                    )
+                    result, failure = None, exc
+                if program is not full and result is not True and result is not False:
+                    # An error or a non-boolean from a shortened program: what the rule
+                    # gives (and the message) is its own, so run it as written. Rare.
+                    failure = None
+                    try:
+                        result = full.execute(context_)
+                    except Exception as exc:
+                        result, failure = None, exc
+                if result is True:
+                    contributions.append(contribution)
                     continue
-                if result:
-                    contributions.append(
-                        (rule.id, rule.effect, rule.reason or rule.id, rule.reviewers)
-                    )
+                if result is False:
+                    continue
+                if failure is not None:
+                    message = error_message(failure)
+                else:
+                    message = f"condition must be true or false, got {type(result).__name__}"
+                errors.append(RuleError(rule_id, message))
+                contributions.append(
+                    (rule_id, self.on_error, f"rule {rule_id} failed closed: {message}", ())
+                )
         if at == "action":
             contributions.extend(self._flow(action_value, prov))
+        if prov.error is not None:
+            # Observations that cannot be indexed make the decision fail, as they did when
+            # they were indexed up front, rather than fail closed inside one rule.
+            raise prov.error
 
-        if contributions:
+        rule_ids: tuple[str, ...]
+        reasons: tuple[str, ...]
+        matched: tuple[str, ...]
+        if len(contributions) == 1:  # the usual case, e.g. one allow rule: same as below
+            rule_id, effect, reason, rule_reviewers = contributions[0]
+            rule_ids, reasons, matched = (rule_id,), (reason,), (rule_id,)
+            reviewers = tuple(sorted(set(rule_reviewers)))
+        elif contributions:
             effect = strongest([c[1] for c in contributions])
             deciding = sorted((c for c in contributions if c[1] == effect), key=lambda c: c[0])
             rule_ids = tuple(c[0] for c in deciding)
             reasons = tuple(c[2] for c in deciding)
             reviewers = tuple(sorted({r for c in deciding for r in c[3]}))
+            matched = tuple(sorted([c[0] for c in contributions]))
         else:
-            if at != "action" and not rules:
+            if at != "action" and not self._by_point[at]:
                 effect = "allow"
                 reasons = (f"no {at} rules; {at} allowed",)
             else:
@@ -204,13 +350,14 @@ class PolicyEngine:
                 reasons = (f"no rule matched; policy default is {self.default}",)
             rule_ids = ()
             reviewers = ()
+            matched = ()
         return Decision(
             effect=effect,
             at=at,
             rules=rule_ids,
-            matched=tuple(sorted(c[0] for c in contributions)),
+            matched=matched,
             reasons=reasons,
-            errors=tuple(sorted(errors, key=lambda e: e.rule)),
+            errors=tuple(sorted(errors, key=lambda e: e.rule)) if errors else (),
             reviewers=reviewers,
             contract=self.contract,
             policy_hash=self.policy_hash,

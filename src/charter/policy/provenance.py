@@ -83,11 +83,10 @@ class Observation:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Observation:
         labels = raw.get("labels") or ()
-        return cls(
-            channel=str(raw["channel"]),
-            labels=tuple(str(x) for x in labels),
-            content=raw.get("content"),
-        )
+        if isinstance(labels, str):  # one label, not its characters
+            labels = (labels,)
+        # positional: this runs for every observation of every decision
+        return cls(str(raw["channel"]), tuple(map(str, labels)), raw.get("content"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"channel": self.channel, "labels": list(self.labels), "content": self.content}
@@ -132,14 +131,34 @@ class Provenance:
 
 
 class ProvenanceIndex:
-    """Observations prepared once per decision so every ``provenance()`` call is cheap."""
+    """Observations prepared once per decision so every ``provenance()`` call is cheap.
+
+    Preparing them (serialising and tokenising every observation) costs more than most
+    decisions, and most decisions never ask for provenance, so it happens on first use.
+    If it fails, :attr:`error` keeps the exception: a failure inside a CEL function call
+    would otherwise surface only as that rule's error, and the engine re-raises it.
+    """
 
     def __init__(self, observations: Iterable[Observation]) -> None:
-        self._items = [_index(o) for o in observations]
+        self._observations: Sequence[Observation] = (
+            observations if isinstance(observations, list | tuple) else tuple(observations)
+        )
+        self._indexed: list[_Indexed] | None = None
         self._cache: dict[str, Provenance] = {}
+        self.error: Exception | None = None
 
     def __bool__(self) -> bool:
-        return bool(self._items)
+        return bool(self._observations)
+
+    @property
+    def _items(self) -> list[_Indexed]:
+        if self._indexed is None:
+            try:
+                self._indexed = [_index(o) for o in self._observations]
+            except Exception as exc:
+                self.error = exc
+                raise
+        return self._indexed
 
     def of(self, value: Any) -> Provenance:
         """Provenance of any value: strings directly, containers by all their leaves."""

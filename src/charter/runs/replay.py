@@ -18,6 +18,7 @@ from charter.contract.model import Contract
 from charter.errors import CharterError
 from charter.ledger.events import (
     ActionDecided,
+    CompensationStarted,
     ReviewRequested,
     RunAdmitted,
     RunCompleted,
@@ -60,7 +61,7 @@ def _recorded(stored: StoredEvent) -> RecordedDecision | None:
     if isinstance(ev, ReviewRequested) and ev.kind in ("admit", "outcome") and ev.decision:
         return RecordedDecision(stored.seq, ev.kind, None, None, ev.decision)
     if (
-        isinstance(ev, RunCompleted | RunFailed)
+        isinstance(ev, RunCompleted | RunFailed | CompensationStarted)
         and ev.decision
         and ev.decision.get("at") == "outcome"
     ):

@@ -47,6 +47,11 @@ class ContractReport:
     value: float = 0.0
     value_unit: str | None = None
     latencies: list[float] = field(default_factory=list)
+    #: per ``provider:model``: calls, tokens by kind, USD, unpriced calls
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: spend in the current UTC day and month with the contract's limits (set by callers
+    #: that know the contract; see :func:`charter.runs.spend.window_spend`)
+    spend: dict[str, dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +75,14 @@ class ContractReport:
             "model_calls": self.model_calls,
             "tokens": self.tokens,
             "cost_usd": round(self.cost_usd, 6),
+            "models": [
+                {
+                    "model": k,
+                    **{n: round(v, 6) if isinstance(v, float) else v for n, v in m.items()},
+                }
+                for k, m in sorted(self.models.items())
+            ],
+            "spend": self.spend,
             "value": round(self.value, 2) if self.value_unit else None,
             "value_unit": self.value_unit,
             "latency_s": {
@@ -100,6 +113,27 @@ def build_report(
                 rep.model_calls += 1
                 rep.tokens += ev.input_tokens + ev.output_tokens
                 rep.cost_usd += ev.cost_usd
+                m = rep.models.setdefault(
+                    f"{ev.provider}:{ev.model}",
+                    {
+                        "calls": 0,
+                        "input_tokens": 0,
+                        "cached_input_tokens": 0,
+                        "output_tokens": 0,
+                        "reasoning_tokens": 0,
+                        "cost_usd": 0.0,
+                        "unpriced_calls": 0,
+                    },
+                )
+                m["calls"] += 1
+                m["input_tokens"] += ev.input_tokens
+                m["cached_input_tokens"] += ev.cached_input_tokens or 0
+                m["output_tokens"] += ev.output_tokens
+                m["reasoning_tokens"] += ev.reasoning_tokens or 0
+                m["cost_usd"] += ev.cost_usd
+                # calls recorded before price tables existed have no version either
+                if ev.price_version is None and ev.provider not in ("scripted", "replay"):
+                    m["unpriced_calls"] += 1
             elif isinstance(ev, ActionDecided):
                 if not _redecision(ev, requested):
                     rep.actions[ev.decision["effect"]] += 1

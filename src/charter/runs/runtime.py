@@ -12,13 +12,16 @@ never requested again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,13 +31,14 @@ from jsonschema import Draft202012Validator
 
 from charter.contract.model import Contract, PolicyPack
 from charter.contract.source import Document
-from charter.errors import CharterError, UsageError
+from charter.errors import CharterError, ContractError, ModelError, StoreError, UsageError
 from charter.execution.base import ExecutionContext
 from charter.execution.executors import resolve_callable, resolve_executor
 from charter.ledger.events import (
     ActionCompleted,
     ActionDecided,
     ActionFailed,
+    ActionShadowed,
     ActionStarted,
     BudgetExceeded,
     ChannelRead,
@@ -53,11 +57,12 @@ from charter.ledger.events import (
     RunRefused,
     RunSubmitted,
 )
-from charter.ledger.store import ConflictError, RunRow, Store, open_store
+from charter.ledger.store import ConflictError, RunRow, Store, StoreUnavailableError, open_store
 from charter.models.base import ModelProvider, ModelRequest
-from charter.models.prompt import prompt_hash, render_prompt
+from charter.models.pricing import METERED, PriceTable, contract_prices, price_table
+from charter.models.prompt import PromptTemplate, builtin_template, load_template, render
 from charter.models.proposal import parse_proposal
-from charter.models.scripted import ScriptedProvider
+from charter.models.registry import check_model, create_provider, parse_model, spec_for
 from charter.policy.decision import Decision
 from charter.runs.decisions import (
     LedgerHistory,
@@ -67,6 +72,8 @@ from charter.runs.decisions import (
     decide_outcome,
     evaluate_success,
 )
+from charter.runs.limits import Limits
+from charter.runs.spend import spend_checks
 from charter.runs.state import (
     Folder,
     RunState,
@@ -81,6 +88,7 @@ from charter.runs.state import (
 DEFAULT_MAX_MODEL_CALLS = 20
 DEFAULT_PROPOSAL_RETRIES = 2
 _FAILPOINT = os.environ.get("CHARTER_FAILPOINT", "")
+_log = logging.getLogger("charter.worker")
 
 
 def failpoint(name: str) -> None:
@@ -111,6 +119,7 @@ class _Lease:
     contract: Contract
     folder: Folder
     renewed: float
+    lost: bool = False  # the heartbeat found the lease taken over
 
     @property
     def state(self) -> RunState:
@@ -133,6 +142,7 @@ class Runtime:
         worker_id: str | None = None,
         lease: timedelta = timedelta(seconds=30),
         providers: Mapping[str, ModelProvider] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else open_store(store)
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -140,7 +150,14 @@ class Runtime:
         self.lease = lease
         self.providers: dict[str, ModelProvider] = dict(providers or {})
         self._contracts: dict[str, Contract] = {}
+        # by policy hash: the prompt template and price overrides stored in the bundle
+        self._templates: dict[str, PromptTemplate] = {}
+        self._prices: dict[str, dict[str, Any] | None] = {}
+        self._built: dict[tuple[str, str | None], ModelProvider] = {}
         self._stop = threading.Event()
+        self.limits = limits or Limits()
+        self._current: _Lease | None = None  # the lease the heartbeat keeps alive
+        self._heartbeat: threading.Thread | None = None
 
     # -- submission ------------------------------------------------------------------
     def submit(
@@ -150,8 +167,13 @@ class Runtime:
         *,
         context: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        model: str | None = None,
     ) -> str:
-        """Validate the input and queue a run; with a known ``idempotency_key`` return that run."""
+        """Validate the input and queue a run; with a known ``idempotency_key`` return that run.
+
+        ``model`` (``provider:model``, e.g. ``openai:gpt-4o-mini``) overrides the contract's
+        model for this run; it is recorded in ``RunSubmitted`` so every worker uses it.
+        """
         errors = sorted(
             Draft202012Validator(contract.input_schema).iter_errors(dict(input)),
             key=lambda e: list(map(str, e.path)),
@@ -163,12 +185,20 @@ class Runtime:
             )
             raise UsageError(f"input does not match the input schema of {contract.ref}: {detail}")
         self._check_callables(contract)
+        model_spec = self._check_model(model) if model else None
+        template, prices = self._prompt_and_prices(contract)
         bundle = {
             "contract": {"file": contract.path, "data": contract.data},
             "packs": [{"file": p.path, "data": p.data} for p in contract.packs],
+            # so that a worker on another machine renders and prices exactly the same
+            "prompt": template.to_bundle(),
+            "prices": prices,
         }
+        self._check_bundle(contract, template, prices)
         self.store.save_bundle(contract.policy_hash, contract.ref, bundle)
         self._contracts[contract.policy_hash] = contract
+        self._templates.setdefault(contract.policy_hash, template)
+        self._prices.setdefault(contract.policy_hash, prices)
         now = format_time(self.clock())
         event = RunSubmitted(
             contract=contract.ref,
@@ -178,6 +208,7 @@ class Runtime:
             context=_jsonable(dict(context or {}), "context"),
             idempotency_key=idempotency_key,
             submitted_at=now,
+            model=model_spec,
         )
         run_id, _ = self.store.create_run(
             f"run_{uuid.uuid4().hex[:20]}",
@@ -203,6 +234,57 @@ class Runtime:
         if contract.model.get("provider", "scripted") == "scripted" and script:
             resolve_callable(str(script), "model script")
 
+    def _check_model(self, model: str) -> str:
+        """A ``--model`` override, checked now unless it names a provider given to this
+        Runtime (``providers=...``), which the registry need not know."""
+        spec = parse_model(model)
+        return str(spec if spec.provider in self.providers else check_model(model))
+
+    def _prompt_and_prices(
+        self, contract: Contract
+    ) -> tuple[PromptTemplate, dict[str, Any] | None]:
+        """The template and price file the contract names, read next to it; for a contract
+        that came out of the ledger (``contract_for``) on a machine without those files,
+        the copies stored in its bundle."""
+        try:
+            return load_template(contract), contract_prices(contract.path, contract.model)
+        except (ContractError, UsageError):
+            try:
+                stored = self.store.load_bundle(contract.policy_hash)
+            except StoreError:
+                stored = None
+            if stored is None or (contract.model.get("prompt") and not stored.get("prompt")):
+                raise
+            tpl = stored.get("prompt")
+            template = PromptTemplate.from_bundle(tpl) if tpl else builtin_template()
+            return template, stored.get("prices")
+
+    def _check_bundle(
+        self, contract: Contract, template: PromptTemplate, prices: dict[str, Any] | None
+    ) -> None:
+        """A contract version is immutable, and so are the prompt template and price file it
+        names: refuse a submission whose files changed since the version was first stored."""
+        if not contract.model.get("prompt") and prices is None:
+            return
+        h = contract.policy_hash
+        if self._templates.get(h) == template and self._prices.get(h, prices) == prices:
+            return
+        try:
+            stored = self.store.load_bundle(h)
+        except StoreError:
+            return  # the first submission of this version
+        old = stored.get("prompt")
+        if contract.model.get("prompt") and old is not None and old.get("text") != template.text:
+            raise UsageError(
+                f"prompt template {template.source} changed since {contract.ref} was first "
+                "submitted; a contract version is immutable: bump `version` to use the new template"
+            )
+        if stored.get("prices") != prices:
+            raise UsageError(
+                f"price file {contract.model.get('prices')} changed since {contract.ref} was "
+                "first submitted; bump the contract's `version` (or override with $CHARTER_PRICES)"
+            )
+
     def contract_for(self, policy_hash: str) -> Contract:
         """The exact contract (and packs) a run was submitted with, from the ledger."""
         found = self._contracts.get(policy_hash)
@@ -214,26 +296,33 @@ class Runtime:
             ]
             c = bundle["contract"]
             found = Contract.from_document(Document(c["file"], c["data"], c["data"]), packs)
+            if bundle.get("prompt"):
+                self._templates[policy_hash] = PromptTemplate.from_bundle(bundle["prompt"])
+            self._prices[policy_hash] = bundle.get("prices")
             self._contracts[policy_hash] = found
         return found
 
-    def provider_for(self, contract: Contract) -> ModelProvider:
-        name = str(contract.model.get("provider", "scripted"))
-        if name in self.providers:
-            return self.providers[name]
-        if name == "scripted":
-            script = contract.model.get("script")
-            if not script:
-                raise CharterError(
-                    f"{contract.ref}: the scripted provider needs `model.script: pkg.module:function`"
-                )
-            return ScriptedProvider(
-                resolve_callable(str(script), "model script"),
-                model=str(contract.model.get("name", "scripted")),
-            )
-        raise CharterError(
-            f"{contract.ref}: model provider {name!r} is not available; configure it in the Runtime(providers=...)"
-        )
+    def template_for(self, contract: Contract) -> PromptTemplate:
+        """The prompt template stored in the contract's bundle (built-in for old ledgers)."""
+        return self._templates.get(contract.policy_hash) or builtin_template()
+
+    def prices_for(self, contract: Contract) -> PriceTable:
+        """Prices for calls of ``contract``: shipped, its bundle's file, then $CHARTER_PRICES."""
+        return price_table(self._prices.get(contract.policy_hash))
+
+    def provider_for(self, contract: Contract, override: str | None = None) -> ModelProvider:
+        """The provider a run calls: one passed to ``Runtime(providers=...)`` by name, else one
+        built from the registry (``charter.models.registry``) for the contract and the
+        submission's override, kept for reuse (its HTTP client, the output mode it learned)."""
+        spec = spec_for(contract, override)
+        if spec.provider in self.providers:
+            return self.providers[spec.provider]
+        key = (contract.policy_hash, override)
+        found = self._built.get(key)
+        if found is None:
+            found = create_provider(contract, override=override, store=self.store)
+            self._built[key] = found
+        return found
 
     # -- reading ---------------------------------------------------------------------
     def state(self, run_id: str) -> RunState:
@@ -261,7 +350,12 @@ class Runtime:
     def work_once(self) -> str | None:
         """Claim and process one runnable run; return its id, or ``None`` if none was ready."""
         now = self.clock()
-        leased = self.store.claim(self.worker_id, format_time(now), format_time(now + self.lease))
+        leased = self.store.claim(
+            self.worker_id,
+            format_time(now),
+            format_time(now + self.lease),
+            max_per_contract=self.limits.max_per_contract or None,
+        )
         if leased is None:
             return None
         self._process(leased)
@@ -270,20 +364,34 @@ class Runtime:
     def work(
         self, *, idle_exit: float | None = None, poll: float = 0.25, max_runs: int | None = None
     ) -> int:
-        """Process runs until stopped (``stop()``/SIGTERM), idle for ``idle_exit`` s, or ``max_runs``."""
+        """Process runs until stopped (``stop()``/SIGTERM), idle for ``idle_exit`` s, or ``max_runs``.
+
+        When idle, waits on the store (``Store.wait_for_work``): PostgreSQL wakes the worker
+        as soon as a run is queued, SQLite polls every ``poll`` s. A database that drops the
+        connection or is briefly unreachable does not end the worker: it backs off and
+        carries on (whatever it was doing is either committed or picked up again).
+        """
         done = 0
         idle_since = time.monotonic()
+        backoff = poll
         while not self._stop.is_set():
             if max_runs is not None and done >= max_runs:
                 break
-            run_id = self.work_once()
+            try:
+                run_id = self.work_once()
+            except StoreUnavailableError as exc:
+                _log.warning("worker %s: %s; retrying in %.2fs", self.worker_id, exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = poll
             if run_id is not None:
                 done += 1
                 idle_since = time.monotonic()
                 continue
             if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
                 break
-            self._stop.wait(poll)
+            self.store.wait_for_work(poll, self._stop)
         return done
 
     def stop(self) -> None:
@@ -296,10 +404,12 @@ class Runtime:
             row.run_id, row.epoch, contract, Folder(contract, row.run_id), time.monotonic()
         )
         lease.folder.apply_all(self.store.events(row.run_id))
+        self._current = lease
+        self._start_heartbeat()
         try:
             while not lease.state.is_terminal and not self._stop.is_set():
-                self._renew(lease)
                 try:
+                    self._renew(lease)
                     if not self._step(lease):
                         break
                 except ConflictError:
@@ -308,11 +418,27 @@ class Runtime:
                     lease.folder.apply_all(self.store.events(row.run_id))
                     if self.store.get_run(row.run_id).epoch != lease.epoch:
                         break
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    # a reader, model or bug that raises must not kill the worker and leave
+                    # the run queued to kill the next one: the run fails, recorded
+                    self._fail(lease, exc)
         finally:
+            self._current = None
             self.store.release(row.run_id, self.worker_id, lease.epoch)
         return lease.state
 
+    def _fail(self, lease: _Lease, exc: Exception) -> None:
+        reason = f"run stopped by an error: {type(exc).__name__}: {exc}"
+        events: list[Event] = (
+            [RunFailed(reason)] if lease.state.compensating else self._abort(lease, reason)
+        )
+        self._append(lease, events, self.clock())
+
     def _renew(self, lease: _Lease) -> None:
+        if lease.lost:
+            raise ConflictError(f"lease on {lease.run_id} lost")
         if time.monotonic() - lease.renewed < self.lease.total_seconds() / 3:
             return
         now = self.clock()
@@ -321,6 +447,61 @@ class Runtime:
         ):
             raise ConflictError(f"lease on {lease.run_id} lost")
         lease.renewed = time.monotonic()
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._heartbeat = threading.Thread(
+                target=_heartbeat,
+                args=(weakref.ref(self),),
+                name=f"charter-heartbeat:{self.worker_id}",
+                daemon=True,
+            )
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        """Renew the current lease if a third of it has passed since the last renewal.
+
+        The loop renews between steps; this covers one long step (a slow model or executor
+        call), so a live worker never loses its lease mid-call. A dead or stalled process
+        stops beating and its lease expires: another worker reclaims the run, and the
+        epoch check in every append fences the old one off if it ever wakes up.
+        """
+        lease = self._current
+        if lease is None or lease.lost:
+            return
+        if time.monotonic() - lease.renewed < self.lease.total_seconds() / 3:
+            return
+        now = self.clock()
+        try:
+            ok = self.store.renew(
+                lease.run_id, self.worker_id, lease.epoch, format_time(now + self.lease)
+            )
+        except StoreError as exc:
+            _log.warning("worker %s: heartbeat of %s failed: %s", self.worker_id, lease.run_id, exc)
+            return
+        if ok:
+            lease.renewed = time.monotonic()
+        elif self._current is lease:
+            lease.lost = True
+
+    def _rate_slot(self, provider: str) -> bool:
+        """Wait for a slot of ``provider``'s rate limit; ``False`` if stopped meanwhile."""
+        limit = self.limits.rates.get(provider)
+        if limit is None:
+            return True
+        while not self._stop.is_set():
+            now = self.clock()
+            oldest = self.store.acquire_rate_slot(
+                f"provider:{provider}",
+                limit.calls,
+                format_time(now),
+                format_time(now - limit.window),
+            )
+            if oldest is None:
+                return True
+            wait = (parse_time(oldest) + limit.window - now).total_seconds()
+            self._stop.wait(min(max(wait, 0.005), 1.0))
+        return False
 
     def _append(self, lease: _Lease, events: list[Event], now: datetime) -> None:
         s = lease.state
@@ -475,12 +656,17 @@ class Runtime:
     def _think(self, lease: _Lease, now: datetime) -> bool:
         s = lease.state
         budget = lease.contract.budget
-        provider = self.provider_for(lease.contract)
-        observations = s.observations
+        provider = self.provider_for(lease.contract, s.model_override)
         history = history_for_model(s)
-        prompt = render_prompt(
-            lease.contract, observations=observations, history=history, feedback=s.feedback
+        # redacted by label, rendered from the template stored with the contract
+        rendered = render(
+            lease.contract,
+            observations=s.observations,
+            history=history,
+            feedback=s.feedback,
+            template=self.template_for(lease.contract),
         )
+        prompt = rendered.text
         params = {
             k: lease.contract.model[k]
             for k in ("temperature", "seed", "max_tokens")
@@ -494,39 +680,68 @@ class Runtime:
             prompt=prompt,
             input=s.input,
             context=s.context(),
-            observations=observations,
+            observations=rendered.observations,
             actions={n: a.args_schema for n, a in lease.contract.actions.items()},
             history=history,
             feedback=s.feedback,
             params=params,
+            descriptions={
+                n: str((lease.contract.data["actions"].get(n) or {}).get("description") or "")
+                for n in lease.contract.actions
+            },
         )
         estimate = provider.estimate(request)
+        prices = self.prices_for(lease.contract)
+        price = prices.lookup(provider.name, provider.model)
+        # reserve: the estimated prompt uncached, the whole output cap at the dearest rate
+        reserve = price.reserve(estimate) if price is not None else estimate.cost_usd
+        limits_cost = "max_cost_usd" in budget or any(k.startswith("max_spend_") for k in budget)
+        if price is None and limits_cost and provider.name in METERED:
+            raise ModelError(
+                f"{provider.name}:{provider.model} has no price in price table {prices.version}, "
+                f"so the cost limits of {lease.contract.ref} cannot be enforced; add it to a "
+                "price file (model.prices or $CHARTER_PRICES; see docs/models.md)"
+            )
         max_calls = int(budget.get("max_model_calls", DEFAULT_MAX_MODEL_CALLS))
         checks: list[tuple[str, Any, Any, Any]] = [("max_model_calls", max_calls, s.model_calls, 1)]
         if "max_tokens" in budget:
             checks.append(("max_tokens", budget["max_tokens"], s.tokens, estimate.tokens))
         if "max_cost_usd" in budget:
-            checks.append(("max_cost_usd", budget["max_cost_usd"], s.cost_usd, estimate.cost_usd))
+            checks.append(("max_cost_usd", budget["max_cost_usd"], s.cost_usd, reserve))
+        checks.extend(spend_checks(self.store, lease.contract.name, budget, now, reserve))
         for limit, allowed, used, requested in checks:
             if used + requested > allowed:
                 self._exceeded(lease, now, limit, allowed, used, requested)
                 return True
+        if not self._rate_slot(provider.name):
+            return False  # stopping while the provider's window was full: hand the run on
         response = provider.complete(request)
         failpoint("after_model_call")
+        usage = response.usage
+        # settle: the actual usage at the served model's price (a dated snapshot of the
+        # configured model), else the configured model's, else what the provider reported
+        price = prices.lookup(provider.name, response.model) or price
+        sent = dict(response.params) if response.params is not None else params
         called = ModelCalled(
             step=s.step + 1,
             attempt=s.attempt,
             provider=provider.name,
             model=response.model,
-            params=params,
-            seed=params.get("seed"),
-            prompt_hash=prompt_hash(prompt),
+            params=sent,
+            seed=sent.get("seed"),
+            prompt_hash=rendered.hash,
             prompt=prompt,
             raw_output=response.raw,
-            input_tokens=response.usage.input_tokens,
-            output_tokens=response.usage.output_tokens,
-            cost_usd=response.usage.cost_usd,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=price.cost(usage) if price is not None else usage.cost_usd,
             latency_ms=round(response.latency_ms, 3),
+            template_hash=rendered.template.hash,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            price_version=prices.version if price is not None else None,
+            redacted=rendered.redacted or None,
         )
         proposal, reasons = parse_proposal(lease.contract, response.raw)
         events: list[Event] = [called]
@@ -601,17 +816,32 @@ class Runtime:
                     _decision_record(decision, history.calls),
                 )
             ]
-            if decision.effect == "allow":
+            # The autonomy level overlays the policy decision (which stays recorded as
+            # policy made it, so replay is unaffected): `shadow` never executes, `assist`
+            # sends everything policy would allow to a person.
+            level = str(contract.autonomy.get("level", "autonomous"))
+            execute = decision.effect == "allow" and level not in ("shadow", "assist")
+            if decision.effect != "deny" and level == "shadow":
+                events.append(ActionShadowed(step, slot.name, slot.args, decision.effect))
+            elif execute:
                 events.append(self._started(lease, step, slot.name, slot.args, 1, now))
             elif decision.effect != "deny":
-                events.append(
-                    self._review_request(
-                        lease, "action", decision, now, step=step, action=slot.name, args=slot.args
-                    )
+                request = self._review_request(
+                    lease, "action", decision, now, step=step, action=slot.name, args=slot.args
                 )
+                if decision.effect == "allow":
+                    request = dataclasses.replace(
+                        request,
+                        effect="review",
+                        reasons=[
+                            *request.reasons,
+                            "autonomy level assist: every action is reviewed",
+                        ],
+                    )
+                events.append(request)
             self._append(lease, events, now)
             failpoint("after_decision")
-            if decision.effect == "allow":
+            if execute:
                 return self._execute(lease, step, slot.name, slot.args, 1, now)
             return True
         assert slot.step is not None
@@ -698,11 +928,11 @@ class Runtime:
             ]
             if not compensation:
                 events.extend(self._abort(lease, f"action {name} failed: {error}"))
-            self._append(lease, events, failed_at)
+            self._record_result(lease, events, failed_at)
             return True
         failpoint("after_executor")
         done = self.clock()
-        self._append(
+        self._record_result(
             lease,
             [
                 ActionCompleted(
@@ -718,6 +948,32 @@ class Runtime:
             done,
         )
         return True
+
+    def _record_result(self, lease: _Lease, events: list[Event], at: datetime) -> None:
+        """Append what an executor did. If the run ended meanwhile (a cancel), the effect still
+        happened: record the result (not the rest) so the ledger and ``count()`` know it."""
+        try:
+            self._append(lease, events, at)
+        except ConflictError:
+            current = self.store.events(lease.run_id)
+            if not Folder(lease.contract, lease.run_id).apply_all(current).is_terminal:
+                raise
+            recorded = {
+                (e.event.step, e.event.compensation)
+                for e in current
+                if isinstance(e.event, ActionCompleted | ActionFailed)
+            }
+            facts = [
+                e
+                for e in events
+                if isinstance(e, ActionCompleted | ActionFailed)
+                and (e.step, e.compensation) not in recorded
+            ]
+            if facts:
+                self.store.append(
+                    lease.run_id, facts, expected_seq=current[-1].seq, at=format_time(at)
+                )
+            raise
 
     def _abort(self, lease: _Lease, reason: str) -> list[Event]:
         """Compensate earlier writes (newest first) if any declare how; otherwise fail the run."""
@@ -746,7 +1002,7 @@ class Runtime:
                 now,
             )
             return self._execute(lease, step, comp, args, attempt, now, compensation=True)
-        reason = s.failed_action or "outcome not accepted"
+        reason = s.compensation_reason or s.failed_action or "outcome not accepted"
         self._append(lease, [RunFailed(f"{reason}; compensated steps {s.compensation_steps}")], now)
         return True
 
@@ -786,6 +1042,8 @@ class Runtime:
             events = self._abort(lease, "outcome denied: " + "; ".join(decision.reasons))
             if isinstance(events[0], RunFailed):
                 events = [RunFailed(events[0].error, decision=record)]
+            elif isinstance(events[0], CompensationStarted):
+                events = [CompensationStarted(events[0].reason, events[0].steps, decision=record)]
             self._append(lease, events, now)
             return True
         self._append(
@@ -843,15 +1101,27 @@ class Runtime:
         if verdict not in ("approve", "reject"):
             raise UsageError(f"verdict must be approve or reject, got {verdict!r}")
         review = self.store.get_review(review_id)
+        if review.status == "cancelled":
+            raise UsageError(f"review {review.review_id} was cancelled: run {review.run_id} ended")
         if review.status != "pending":
             raise UsageError(
                 f"review {review.review_id} was already decided ({review.verdict} by {review.decided_by})"
             )
         state = self.state(review.run_id)
+        if state.is_terminal:
+            raise UsageError(
+                f"run {state.run_id} already ended ({state.status}); nothing to review"
+            )
         req = state.review
         if req is None or req.review_id != review.review_id:
             raise UsageError(
                 f"review {review.review_id} is not the one run {review.run_id} is waiting for"
+            )
+        if req.due_at and parse_time(req.due_at) <= self.clock():
+            # fail closed: past its SLA the review's on_timeout applies, whoever looks first
+            raise UsageError(
+                f"review {req.review_id} expired at {req.due_at}; its on_timeout "
+                f"({req.on_timeout}) applies when a worker next looks at run {review.run_id}"
             )
         edited: dict[str, Any] | None = None
         digest = req.digest
@@ -894,3 +1164,17 @@ class Runtime:
             status="cancelled",
             wake_at=None,
         )
+
+
+def _heartbeat(ref: weakref.ReferenceType[Runtime]) -> None:
+    """Body of a runtime's heartbeat thread; ends when the runtime is stopped or collected."""
+    while True:
+        runtime = ref()
+        if runtime is None:
+            return
+        if runtime._stop.is_set() and runtime._current is None:
+            return
+        period = max(runtime.lease.total_seconds() / 12, 0.01)
+        runtime._beat()
+        del runtime
+        time.sleep(min(period, 2.5))

@@ -18,6 +18,7 @@ from charter.ledger.events import (
     ActionCompleted,
     ActionDecided,
     ActionFailed,
+    ActionShadowed,
     ActionStarted,
     BudgetExceeded,
     ChannelRead,
@@ -73,7 +74,7 @@ class Slot:
 
     @property
     def settled(self) -> bool:
-        return self.status in ("completed", "failed", "denied", "rejected")
+        return self.status in ("completed", "failed", "denied", "rejected", "shadowed")
 
 
 @dataclass
@@ -84,6 +85,7 @@ class RunState:
     input: dict[str, Any] = field(default_factory=dict)
     caller_context: dict[str, Any] = field(default_factory=dict)
     submitted_at: str = ""
+    model_override: str | None = None  # ``provider:model`` chosen at submission, if any
     status: str = "queued"
     admitted: bool = False
     channels: dict[str, tuple[Any, str]] = field(default_factory=dict)
@@ -105,6 +107,7 @@ class RunState:
     review_verdicts: dict[str, ReviewDecided] = field(default_factory=dict)
     compensating: bool = False
     compensation_steps: list[int] = field(default_factory=list)
+    compensation_reason: str = ""
     compensated: list[int] = field(default_factory=list)
     terminal: StoredEvent | None = None
     failed_action: str = ""
@@ -200,6 +203,7 @@ class Folder:
             s.contract, s.policy_hash = ev.contract, ev.policy_hash
             s.input, s.caller_context = dict(ev.input), dict(ev.context)
             s.submitted_at = ev.submitted_at or stored.at
+            s.model_override = ev.model
             s.observations.extend(input_observations(self.contract, ev.input))
         elif isinstance(ev, ChannelRead):
             s.channels[ev.channel] = (ev.content, ev.read_at)
@@ -264,7 +268,8 @@ class Folder:
             s.review_verdicts[ev.review_id] = ev
             req = s.review
             s.review = None
-            s.status = "running"
+            if not s.is_terminal:
+                s.status = "running"
             if req is not None and req.kind == "action":
                 for slot in s.slots:
                     if slot.review_id == ev.review_id:
@@ -312,9 +317,15 @@ class Folder:
                 failed.status = "failed"
                 failed.reason = ev.error
             s.failed_action = ev.error
+        elif isinstance(ev, ActionShadowed):
+            shadowed = self._slot(ev.step)
+            if shadowed is not None:
+                shadowed.status = "shadowed"
+                shadowed.reason = f"shadow mode: decided {ev.effect}, not executed"
         elif isinstance(ev, CompensationStarted):
             s.compensating = True
             s.compensation_steps = list(ev.steps)
+            s.compensation_reason = ev.reason
         elif isinstance(ev, BudgetExceeded):
             s.budget_exceeded = ev
         elif isinstance(ev, RunRefused):

@@ -1,0 +1,115 @@
+"""What every provider shares: resolved settings, token estimates, SDK imports, errors.
+
+A provider is configured from the contract's ``model`` section, possibly overridden at
+submission (``--model openai:gpt-4o-mini``); :class:`ProviderSettings` is that
+configuration resolved once, so that providers never read the contract themselves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from charter.durations import parse_duration
+from charter.errors import ModelError
+
+#: Output cap when the contract sets no ``model.max_tokens``: every call is capped, so
+#: that its cost can be bounded before it is made.
+DEFAULT_MAX_TOKENS = 1024
+#: Seconds per HTTP attempt when the contract sets no ``model.timeout``.
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 2
+#: Characters per token of the estimate. Real tokenisers need vocabulary files that are
+#: downloaded on first use; four characters per token is the usual figure for English
+#: text and JSON, and the estimate is settled against the provider's actual count anyway.
+CHARS_PER_TOKEN = 4
+#: Per-message framing tokens the chat formats add around the prompt.
+MESSAGE_OVERHEAD = 8
+
+OUTPUT_MODES = ("json_schema", "tools", "json", "text")
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens in ``text`` by the chars/4 heuristic, rounded up."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def schema_tokens(schema: Mapping[str, Any]) -> int:
+    return estimate_tokens(json.dumps(schema, separators=(",", ":")))
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """A provider's configuration, from the contract's ``model`` section and the override."""
+
+    provider: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    temperature: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    output: str | None = None
+
+    @property
+    def output_cap(self) -> int:
+        return self.max_tokens or DEFAULT_MAX_TOKENS
+
+    def api_key(self, default_env: str) -> str | None:
+        """The key from ``model.api_key_env`` if named, else from the SDK's usual variable.
+
+        Keys never live in contracts (they are stored in the ledger and shared); a contract
+        may only name the environment variable that holds one.
+        """
+        return os.environ.get(self.api_key_env or default_env) or None
+
+    @classmethod
+    def from_model(
+        cls, section: Mapping[str, Any], provider: str, model: str | None
+    ) -> ProviderSettings:
+        """Settings for ``provider``; endpoint settings of the contract apply only when the
+        contract names the same provider (an override to another provider uses its defaults)."""
+        same = str(section.get("provider", "scripted")) == provider
+        timeout = section.get("timeout")
+        return cls(
+            provider=provider,
+            model=model or (str(section["name"]) if same and section.get("name") else ""),
+            base_url=str(section["base_url"]) if same and section.get("base_url") else None,
+            api_key_env=str(section["api_key_env"])
+            if same and section.get("api_key_env")
+            else None,
+            timeout=parse_duration(str(timeout)).total_seconds() if timeout else DEFAULT_TIMEOUT,
+            max_retries=int(section.get("max_retries", DEFAULT_MAX_RETRIES)),
+            temperature=float(section["temperature"]) if "temperature" in section else None,
+            seed=int(section["seed"]) if "seed" in section else None,
+            max_tokens=int(section["max_tokens"]) if "max_tokens" in section else None,
+            output=str(section["output"]) if same and section.get("output") else None,
+        )
+
+
+def import_sdk(module: str, extra: str) -> ModuleType:
+    """Import an optional SDK, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ModelError(
+            f"the {module} provider needs the {module!r} package: pip install 'charter[{extra}]'"
+        ) from None
+
+
+def describe_api_error(provider: str, model: str, exc: Exception) -> str:
+    """One line naming the provider, the HTTP status and the API's own message."""
+    status = getattr(exc, "status_code", None)
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    where = f"{provider}:{model}"
+    if status is not None:
+        return f"{where}: HTTP {status} {type(exc).__name__}: {message}"
+    return f"{where}: {type(exc).__name__}: {message}"
