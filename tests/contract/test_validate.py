@@ -75,13 +75,27 @@ def test_functions_policies_may_call_are_accepted(when: str) -> None:
         ("max(1, 2) == 2", "max"),  # not provided by the CEL runtime: would always fail closed
         ("min(1, 2) == 1", "min"),
         ('bool("true")', "bool"),
-        ("math.greatest(1, 2) == 2", "greatest"),  # the math extension is not registered
         ("provenanse(action.args).labels.size() > 0", "provenanse"),
     ],
 )
 def test_unknown_functions_are_reported_at_load(when: str, function: str) -> None:
     assert issues_of(with_rules([rule("r", when, "deny")])) == [
         ("policy.rules[0].when", f"CEL expression calls unknown function {function!r}")
+    ]
+
+
+def test_misspelt_variables_are_reported_but_comprehension_variables_are_not() -> None:
+    assert issues_of(with_rules([rule("r", 'acton.name == "x"', "deny")])) == [
+        ("policy.rules[0].when", "CEL expression uses unknown variable 'acton'")
+    ]
+    ok = 'context.items.exists(o, o.id == "x") && [1, 2].all(n, n > 0)'
+    assert build(with_rules([rule("r", ok, "deny")])).engine.rules[0].id == "r"
+
+
+def test_namespaced_extensions_are_not_registered() -> None:
+    assert issues_of(with_rules([rule("r", "math.greatest(1, 2) == 2", "deny")])) == [
+        ("policy.rules[0].when", "CEL expression calls unknown function 'greatest'"),
+        ("policy.rules[0].when", "CEL expression uses unknown variable 'math'"),
     ]
 
 

@@ -244,9 +244,11 @@ def test_provider_calls_are_rate_limited_across_workers(ledger: str, effects: Ef
     work_in_threads(ledger, 4, limits=limits)
     stamps = sorted(call.started for call in calls(effects.path, "model"))
     assert len(stamps) == 7
+    # any 1 s window holds at most 3 calls (stamps are taken just after the slot, hence
+    # a little slack for a loaded machine)
     for i in range(len(stamps) - 3):
-        assert stamps[i + 3] - stamps[i] >= 0.99, stamps  # any 1 s window holds at most 3
-    assert stamps[-1] - started >= 1.99  # 7 calls at 3/s need at least two full windows
+        assert stamps[i + 3] - stamps[i] >= 0.9, stamps
+    assert stamps[-1] - started >= 1.9  # 7 calls at 3/s need at least two full windows
     rt.store.close()
 
 

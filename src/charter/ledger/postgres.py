@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -229,7 +229,7 @@ class PostgresStore(Store):
                     ) from None
                 if attempt == _ATTEMPTS:
                     raise StoreUnavailableError(f"cannot reach {self._where}: {exc}") from None
-                self._pool.check()
+                self._recheck()
             except psycopg.Error as exc:
                 raise StoreError(f"{self._where} refused a write: {exc}") from None
             time.sleep(delay * (1 + random.random()))
@@ -248,12 +248,18 @@ class PostgresStore(Store):
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
                 if attempt == _ATTEMPTS:
                     raise StoreUnavailableError(f"cannot reach {self._where}: {exc}") from None
-                self._pool.check()
+                self._recheck()
             except psycopg.Error as exc:
                 raise StoreError(f"ledger {self._where} cannot be read: {exc}") from None
             time.sleep(delay * (1 + random.random()))
             delay *= 2
         raise AssertionError("unreachable")
+
+    def _recheck(self) -> None:
+        """After a connection error, test the idle pooled connections (all may be dead)."""
+        # a closed pool or a server still down raises here too: the retry will report it
+        with suppress(Exception):
+            self._pool.check()
 
     def _notify(self, cur: psycopg.Cursor[Any]) -> None:
         """Wake idle workers when this transaction commits (NOTIFY is transactional)."""

@@ -476,7 +476,7 @@ class Runtime:
             ok = self.store.renew(
                 lease.run_id, self.worker_id, lease.epoch, format_time(now + self.lease)
             )
-        except StoreError as exc:
+        except Exception as exc:  # a heartbeat must never take the worker down
             _log.warning("worker %s: heartbeat of %s failed: %s", self.worker_id, lease.run_id, exc)
             return
         if ok:
