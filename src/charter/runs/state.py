@@ -352,17 +352,8 @@ class Folder:
 
     def _close_proposal(self) -> None:
         s = self.state
-        if s.proposal is None:
-            return
-        results = []
-        for slot in s.slots:
-            item: dict[str, Any] = {"action": slot.name, "args": slot.args, "status": slot.status}
-            if slot.status == "completed":
-                item["result"] = slot.result
-            else:
-                item["reason"] = slot.reason
-            results.append(item)
-        s.history.append({"proposal": s.proposal, "results": results})
+        if s.proposal is not None:
+            s.history.append(_step_record(s))
 
 
 def fold(contract: Contract, run_id: str, events: Iterable[StoredEvent]) -> RunState:
@@ -373,16 +364,21 @@ def history_for_model(state: RunState) -> list[dict[str, Any]]:
     """Earlier proposals and what became of each action, including the current settled one."""
     out = list(state.history)
     if state.proposal is not None and state.slots and all(s.settled for s in state.slots):
-        results = []
-        for slot in state.slots:
-            item: dict[str, Any] = {"action": slot.name, "args": slot.args, "status": slot.status}
-            if slot.status == "completed":
-                item["result"] = slot.result
-            else:
-                item["reason"] = slot.reason
-            results.append(item)
-        out.append({"proposal": state.proposal, "results": results})
+        out.append(_step_record(state))
     return out
+
+
+def _step_record(state: RunState) -> dict[str, Any]:
+    """The current proposal and what became of each of its actions, as the model sees it."""
+    results = []
+    for slot in state.slots:
+        item: dict[str, Any] = {"action": slot.name, "args": slot.args, "status": slot.status}
+        if slot.status == "completed":
+            item["result"] = slot.result
+        else:
+            item["reason"] = slot.reason
+        results.append(item)
+    return {"proposal": state.proposal, "results": results}
 
 
 def outcome_facts(state: RunState) -> dict[str, Any]:
