@@ -73,7 +73,9 @@ def test_worker_killed_mid_run_is_finished_by_the_next_with_effects_applied_once
     # the crash happened exactly where it was meant to
     types = [e.type for e in rt.store.events(run_id)]
     if point == "after_model_call":
-        assert types[-1] == "run.admitted"
+        # the channel reads and the admission ride in the model call's transaction, which
+        # the crash prevented: nothing of the step is in the ledger, so it is redone
+        assert types == ["run.submitted"]
         assert len(effects.model_calls()) == 1
         assert effects.calls() == []
     elif point == "after_decision":

@@ -189,18 +189,50 @@ def redact(
     what was masked as ``[{channel, labels, fields}]``). Field names are kept."""
     out: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
-    wanted = set(labels)
+    wanted = frozenset(labels)
     for obs in observations:
-        hit = sorted(wanted.intersection(obs.get("labels") or ())) if wanted else []
-        if not hit:
-            out.append(obs)  # type: ignore[arg-type]  # unchanged, shared: never mutated
-            continue
-        masked: list[str] = []
-        marker = f"[redacted: {','.join(hit)}]"
-        content = _mask(obs.get("content"), marker, "$", masked)
-        out.append({**obs, "content": content, "redacted": hit})
-        records.append({"channel": obs.get("channel"), "labels": hit, "fields": masked})
+        visible, record = _redact_one(obs, wanted)
+        out.append(visible)
+        if record is not None:
+            records.append(record)
     return out, records
+
+
+def _redact_one(
+    obs: Mapping[str, Any], wanted: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    hit = sorted(wanted.intersection(obs.get("labels") or ())) if wanted else []
+    if not hit:
+        return obs, None  # type: ignore[return-value]  # unchanged, shared: never mutated
+    masked: list[str] = []
+    marker = f"[redacted: {','.join(hit)}]"
+    content = _mask(obs.get("content"), marker, "$", masked)
+    visible = {**obs, "content": content, "redacted": hit}
+    return visible, {"channel": obs.get("channel"), "labels": hit, "fields": masked}
+
+
+#: Prepared observations by identity: a run's observations are immutable once folded and
+#: every model call of the run shows them all again, so each is redacted and serialised once
+#: per process instead of once per call. The entry keeps the observation itself, so a reused
+#: ``id()`` can never return another observation's view.
+_PREPARED: dict[
+    tuple[int, frozenset[str]], tuple[Any, dict[str, Any], dict[str, Any] | None, dict[str, Any]]
+] = {}
+
+
+def _prepare(
+    obs: Mapping[str, Any], wanted: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    key = (id(obs), wanted)
+    found = _PREPARED.get(key)
+    if found is not None and found[0] is obs:
+        return found[1], found[2], found[3]
+    visible, record = _redact_one(obs, wanted)
+    view = _observation(visible)
+    if len(_PREPARED) >= 20_000:
+        _PREPARED.clear()
+    _PREPARED[key] = (obs, visible, record, view)
+    return visible, record, view
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -293,12 +325,21 @@ def render(
 ) -> Rendered:
     """Redact, then render ``template`` (default: built-in) for one model call."""
     tpl = template or builtin_template()
-    visible, redacted = redact(observations, redact_labels(contract))
+    wanted = frozenset(redact_labels(contract))
+    visible: list[dict[str, Any]] = []
+    redacted: list[dict[str, Any]] = []
+    views: list[dict[str, Any]] = []
+    for obs in observations:
+        shown, record, view = _prepare(obs, wanted)
+        visible.append(shown)
+        views.append(view)
+        if record is not None:
+            redacted.append(record)
     contract_view, actions_view = _static_views(contract)
     variables = {
         "contract": contract_view,
         "actions": actions_view,
-        "observations": [_observation(o) for o in visible],
+        "observations": views,
         "history": list(history),
         "history_json": json.dumps(list(history), sort_keys=True),
         "feedback": list(feedback),

@@ -56,6 +56,7 @@ from charter.ledger.events import (
     RunFailed,
     RunRefused,
     RunSubmitted,
+    StoredEvent,
 )
 from charter.ledger.store import ConflictError, RunRow, Store, StoreUnavailableError, open_store
 from charter.models.base import ModelProvider, ModelRequest
@@ -64,6 +65,7 @@ from charter.models.prompt import PromptTemplate, builtin_template, load_templat
 from charter.models.proposal import parse_proposal
 from charter.models.registry import check_model, create_provider, parse_model, spec_for
 from charter.policy.decision import Decision
+from charter.policy.history import args_match
 from charter.runs.decisions import (
     LedgerHistory,
     RecordingHistory,
@@ -120,10 +122,36 @@ class _Lease:
     folder: Folder
     renewed: float
     lost: bool = False  # the heartbeat found the lease taken over
+    # Events applied to the state but not yet committed, and the last committed position.
+    # A step's events ride in the transaction that must be durable before something
+    # happens outside the ledger (an executor call) or the run stops or waits.
+    pending: list[Event] = dataclasses.field(default_factory=list)
+    committed: int = 0
 
     @property
     def state(self) -> RunState:
         return self.folder.state
+
+
+class _PendingHistory:
+    """The ledger's count plus this run's executed actions not committed yet."""
+
+    def __init__(self, inner: LedgerHistory, lease: _Lease) -> None:
+        self.inner = inner
+        self.lease = lease
+
+    def count(self, action: str, match: Mapping[str, Any], since: datetime, until: datetime) -> int:
+        n = self.inner.count(action, match, since, until)
+        for ev in self.lease.pending:
+            if (
+                isinstance(ev, ActionCompleted)
+                and not ev.compensation
+                and ev.action == action
+                and args_match(ev.args, match)
+                and since <= parse_time(ev.completed_at) <= until
+            ):
+                n += 1
+        return n
 
 
 class Runtime:
@@ -152,6 +180,7 @@ class Runtime:
         self._contracts: dict[str, Contract] = {}
         # by policy hash: the prompt template and price overrides stored in the bundle
         self._templates: dict[str, PromptTemplate] = {}
+        self._bundles: dict[str, dict[str, Any]] = {}
         self._prices: dict[str, dict[str, Any] | None] = {}
         self._built: dict[tuple[str, str | None], ModelProvider] = {}
         self._stop = threading.Event()
@@ -195,7 +224,9 @@ class Runtime:
             "prices": prices,
         }
         self._check_bundle(contract, template, prices)
-        self.store.save_bundle(contract.policy_hash, contract.ref, bundle)
+        if self._bundles.get(contract.policy_hash) != bundle:
+            self.store.save_bundle(contract.policy_hash, contract.ref, bundle)
+            self._bundles[contract.policy_hash] = bundle
         self._contracts[contract.policy_hash] = contract
         self._templates.setdefault(contract.policy_hash, template)
         self._prices.setdefault(contract.policy_hash, prices)
@@ -404,6 +435,7 @@ class Runtime:
             row.run_id, row.epoch, contract, Folder(contract, row.run_id), time.monotonic()
         )
         lease.folder.apply_all(self.store.events(row.run_id))
+        lease.committed = lease.state.seq
         self._current = lease
         self._start_heartbeat()
         try:
@@ -411,11 +443,14 @@ class Runtime:
                 try:
                     self._renew(lease)
                     if not self._step(lease):
+                        self._flush(lease)
                         break
                 except ConflictError:
                     # someone else appended (a cancel, a review): re-read and carry on
+                    lease.pending = []
                     lease.folder = Folder(contract, row.run_id)
                     lease.folder.apply_all(self.store.events(row.run_id))
+                    lease.committed = lease.state.seq
                     if self.store.get_run(row.run_id).epoch != lease.epoch:
                         break
                 except StoreError:
@@ -424,6 +459,9 @@ class Runtime:
                     # a reader, model or bug that raises must not kill the worker and leave
                     # the run queued to kill the next one: the run fails, recorded
                     self._fail(lease, exc)
+            self._flush(lease)  # stopped between steps: commit what the last step did
+        except ConflictError:
+            lease.pending = []
         finally:
             self._current = None
             self.store.release(row.run_id, self.worker_id, lease.epoch)
@@ -503,18 +541,61 @@ class Runtime:
             self._stop.wait(min(max(wait, 0.005), 1.0))
         return False
 
-    def _append(self, lease: _Lease, events: list[Event], now: datetime) -> None:
-        s = lease.state
-        stored = self.store.append(
-            s.run_id,
-            events,
-            expected_seq=s.seq,
-            at=format_time(now),
-            epoch=lease.epoch,
-            **self._status_after(lease, events),
-        )
-        for ev in stored:
-            lease.folder.apply(ev)
+    def _append(
+        self, lease: _Lease, events: list[Event], now: datetime, *, flush: bool = False
+    ) -> None:
+        """Apply events to the run's state now; commit them with the step's other events.
+
+        Events that end the run or make it wait are committed at once; ``flush`` commits
+        before something outside the ledger happens (an executor call). Anything still
+        pending when a worker dies is simply redone by the next one: a channel re-read,
+        a decision re-taken, a model re-asked, an executor retried with the same key.
+        """
+        at = format_time(now)
+        for ev in events:
+            lease.folder.apply(StoredEvent(lease.run_id, lease.state.seq + 1, at, ev, "", ""))
+        lease.pending.extend(events)
+        if flush or self._status_after(lease, events):
+            self._flush(lease, now)
+
+    def _flush(self, lease: _Lease, now: datetime | None = None) -> None:
+        if not lease.pending:
+            return
+        events, lease.pending = lease.pending, []
+        at = format_time(now or self.clock())
+        try:
+            self.store.append(
+                lease.run_id,
+                events,
+                expected_seq=lease.committed,
+                at=at,
+                epoch=lease.epoch,
+                **self._status_after(lease, events),
+            )
+        except ConflictError:
+            self._keep_executor_facts(lease, events, at)
+            raise
+        lease.committed += len(events)
+
+    def _keep_executor_facts(self, lease: _Lease, events: list[Event], at: str) -> None:
+        """If the run ended meanwhile (a cancel), what executors did still happened: record
+        those results (not the rest) so the ledger and ``count()`` know it."""
+        current = self.store.events(lease.run_id)
+        if not Folder(lease.contract, lease.run_id).apply_all(current).is_terminal:
+            return
+        recorded = {
+            (e.event.step, e.event.compensation)
+            for e in current
+            if isinstance(e.event, ActionCompleted | ActionFailed)
+        }
+        facts = [
+            e
+            for e in events
+            if isinstance(e, ActionCompleted | ActionFailed)
+            and (e.step, e.compensation) not in recorded
+        ]
+        if facts:
+            self.store.append(lease.run_id, facts, expected_seq=current[-1].seq, at=at)
 
     @staticmethod
     def _status_after(lease: _Lease, events: list[Event]) -> dict[str, Any]:
@@ -557,8 +638,8 @@ class Runtime:
         slot = next(x for x in s.slots if not x.settled)
         return self._act(lease, slot, now)
 
-    def _history(self) -> RecordingHistory:
-        return RecordingHistory(LedgerHistory(self.store))
+    def _history(self, lease: _Lease) -> RecordingHistory:
+        return RecordingHistory(_PendingHistory(LedgerHistory(self.store), lease))
 
     def _review_request(
         self,
@@ -634,7 +715,7 @@ class Runtime:
             reads = self._read_channels(lease, sorted(lease.contract.channels), now, "admit")
             if reads:
                 self._append(lease, reads, now)
-        history = self._history()
+        history = self._history(lease)
         decision = decide_admit(lease.contract, s, now, history)
         record = _decision_record(decision, history.calls)
         if decision.effect in ("allow", "batch"):
@@ -708,6 +789,8 @@ class Runtime:
             checks.append(("max_tokens", budget["max_tokens"], s.tokens, estimate.tokens))
         if "max_cost_usd" in budget:
             checks.append(("max_cost_usd", budget["max_cost_usd"], s.cost_usd, reserve))
+        if any(k.startswith("max_spend_") for k in budget):
+            self._flush(lease, now)  # the window query reads committed spend, ours included
         checks.extend(spend_checks(self.store, lease.contract.name, budget, now, reserve))
         for limit, allowed, used, requested in checks:
             if used + requested > allowed:
@@ -715,6 +798,11 @@ class Runtime:
                 return True
         if not self._rate_slot(provider.name):
             return False  # stopping while the provider's window was full: hand the run on
+        if self.store.get_run(lease.run_id).last_seq != lease.committed:
+            # someone appended meanwhile (a cancel): don't pay for a call that can't be kept;
+            # committing now records what executors did and raises the conflict
+            self._flush(lease, now)
+            raise ConflictError(f"run {lease.run_id} moved on while this worker held it")
         response = provider.complete(request)
         failpoint("after_model_call")
         usage = response.usage
@@ -804,7 +892,7 @@ class Runtime:
             if max_actions is not None and len(s.executed) + 1 > int(max_actions):
                 self._exceeded(lease, now, "max_actions", max_actions, len(s.executed), 1)
                 return True
-            history = self._history()
+            history = self._history(lease)
             decision = decide_action(contract, s, slot.name, slot.args, now, history)
             step = s.next_step
             events: list[Event] = [
@@ -839,14 +927,14 @@ class Runtime:
                         ],
                     )
                 events.append(request)
-            self._append(lease, events, now)
+            self._append(lease, events, now, flush=execute)
             failpoint("after_decision")
             if execute:
                 return self._execute(lease, step, slot.name, slot.args, 1, now)
             return True
         assert slot.step is not None
         if slot.status == "edited":
-            history = self._history()
+            history = self._history(lease)
             decision = decide_action(contract, s, slot.name, slot.args, now, history)
             events = [
                 ActionDecided(
@@ -860,7 +948,7 @@ class Runtime:
             if decision.effect != "deny":
                 self._check_approval(lease, slot)
                 events.append(self._started(lease, slot.step, slot.name, slot.args, 1, now))
-            self._append(lease, events, now)
+            self._append(lease, events, now, flush=decision.effect != "deny")
             if decision.effect != "deny":
                 return self._execute(lease, slot.step, slot.name, slot.args, 1, now)
             return True
@@ -869,7 +957,10 @@ class Runtime:
         if slot.status in ("approved", "decided", "started"):
             attempt = slot.attempts + 1
             self._append(
-                lease, [self._started(lease, slot.step, slot.name, slot.args, attempt, now)], now
+                lease,
+                [self._started(lease, slot.step, slot.name, slot.args, attempt, now)],
+                now,
+                flush=True,
             )
             return self._execute(lease, slot.step, slot.name, slot.args, attempt, now)
         raise CharterError(f"run {s.run_id}: action {slot.name} in unexpected state {slot.status}")
@@ -928,11 +1019,11 @@ class Runtime:
             ]
             if not compensation:
                 events.extend(self._abort(lease, f"action {name} failed: {error}"))
-            self._record_result(lease, events, failed_at)
+            self._append(lease, events, failed_at)
             return True
         failpoint("after_executor")
         done = self.clock()
-        self._record_result(
+        self._append(
             lease,
             [
                 ActionCompleted(
@@ -948,32 +1039,6 @@ class Runtime:
             done,
         )
         return True
-
-    def _record_result(self, lease: _Lease, events: list[Event], at: datetime) -> None:
-        """Append what an executor did. If the run ended meanwhile (a cancel), the effect still
-        happened: record the result (not the rest) so the ledger and ``count()`` know it."""
-        try:
-            self._append(lease, events, at)
-        except ConflictError:
-            current = self.store.events(lease.run_id)
-            if not Folder(lease.contract, lease.run_id).apply_all(current).is_terminal:
-                raise
-            recorded = {
-                (e.event.step, e.event.compensation)
-                for e in current
-                if isinstance(e.event, ActionCompleted | ActionFailed)
-            }
-            facts = [
-                e
-                for e in events
-                if isinstance(e, ActionCompleted | ActionFailed)
-                and (e.step, e.compensation) not in recorded
-            ]
-            if facts:
-                self.store.append(
-                    lease.run_id, facts, expected_seq=current[-1].seq, at=format_time(at)
-                )
-            raise
 
     def _abort(self, lease: _Lease, reason: str) -> list[Event]:
         """Compensate earlier writes (newest first) if any declare how; otherwise fail the run."""
@@ -1000,6 +1065,7 @@ class Runtime:
                 lease,
                 [self._started(lease, step, comp, args, attempt, now, compensation=True)],
                 now,
+                flush=True,
             )
             return self._execute(lease, step, comp, args, attempt, now, compensation=True)
         reason = s.compensation_reason or s.failed_action or "outcome not accepted"
@@ -1033,7 +1099,7 @@ class Runtime:
                 lease, self._abort(lease, f"outcome {decided.verdict} by {decided.by}"), now
             )
             return True
-        history = self._history()
+        history = self._history(lease)
         decision = decide_outcome(lease.contract, s, now, history)
         record = _decision_record(decision, history.calls)
         if decision.effect in ("allow", "batch"):
