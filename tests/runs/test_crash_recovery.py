@@ -156,6 +156,7 @@ def test_a_worker_killed_inside_a_compensation_is_finished_without_undoing_twice
     assert second.state(run_id).status == "failed"
     undos = effects.calls(f"{run_id}:1:compensate")
     assert len(undos) == 2 and undos[0]["pid"] != undos[1]["pid"]
+    assert [u["attempt"] for u in undos] == [1, 2]  # the retry is recorded as one
     assert list(effects.undone().values()) == [1]
     assert effects.applied_per_key() == {f"{run_id}:1": 1, f"{run_id}:1:compensate": 1}
     assert verify_run(rt.store, run_id) is None

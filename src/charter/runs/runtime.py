@@ -1060,7 +1060,7 @@ class Runtime:
             comp = lease.contract.actions[original["name"]].compensate
             assert comp is not None
             args = self._compensation_args(lease.contract, comp, original)
-            attempt = 1
+            attempt = s.compensation_attempts.get(step, 0) + 1
             self._append(
                 lease,
                 [self._started(lease, step, comp, args, attempt, now, compensation=True)],

@@ -109,6 +109,7 @@ class RunState:
     compensation_steps: list[int] = field(default_factory=list)
     compensation_reason: str = ""
     compensated: list[int] = field(default_factory=list)
+    compensation_attempts: dict[int, int] = field(default_factory=dict)
     terminal: StoredEvent | None = None
     failed_action: str = ""
     budget_exceeded: BudgetExceeded | None = None
@@ -289,6 +290,7 @@ class Folder:
                             )
         elif isinstance(ev, ActionStarted):
             if ev.compensation:
+                s.compensation_attempts[ev.step] = ev.attempt
                 return
             started = self._slot(ev.step)
             if started is not None:
