@@ -32,7 +32,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -51,30 +51,22 @@ from charter.ledger.events import (
     ReviewRequested,
     RunCancelled,
     StoredEvent,
-    decode,
 )
 from charter.ledger.migrations import MIGRATIONS
+from charter.ledger.sqlbase import REVIEW_COLUMNS as _REVIEW_COLUMNS
+from charter.ledger.sqlbase import RUN_COLUMNS as _RUN_COLUMNS
+from charter.ledger.sqlbase import SqlStore
+from charter.ledger.sqlbase import run_row as _run
 from charter.ledger.store import (
     _UNSET,
     DEFAULT_PAYLOAD_CAP,
     ConflictError,
-    RawEvent,
-    ReviewRow,
     RunRow,
-    Store,
     StoreUnavailableError,
 )
 
 T = TypeVar("T")
 
-_RUN_COLUMNS = (
-    "run_id, contract, contract_name, policy_hash, status, idempotency_key, created_at, "
-    "updated_at, wake_at, lease_owner, lease_expires, epoch, last_seq, last_hash"
-)
-_REVIEW_COLUMNS = (
-    "review_id, run_id, contract, kind, step, action, effect, status, reviewers, reasons, "
-    "requested_at, due_at, decided_at, decided_by, verdict"
-)
 _ATTEMPTS = 4
 _DEFAULT_POOL = 10
 _RUNNABLE = (
@@ -82,17 +74,6 @@ _RUNNABLE = (
     "AND (status = 'queued' OR (wake_at IS NOT NULL AND wake_at <= %(now)s)) "
     "AND (lease_expires IS NULL OR lease_expires < %(now)s)"
 )
-
-
-def _run(row: Sequence[Any]) -> RunRow:
-    return RunRow(*row)
-
-
-def _review(row: Sequence[Any]) -> ReviewRow:
-    values = list(row)
-    values[8] = json.loads(values[8])
-    values[9] = json.loads(values[9])
-    return ReviewRow(*values)
 
 
 def parse_url(url: str) -> tuple[str, str, int]:
@@ -135,7 +116,7 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlStore):
     """Ledger in one PostgreSQL schema, shared by any number of workers and processes.
 
     Thread-safe: one instance (one connection pool) may serve every thread of a process.
@@ -244,7 +225,8 @@ class PostgresStore(Store):
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._pool.connection() as conn:
-                    return conn.execute(query, params).fetchall()
+                    # shared reads (SqlStore) are written with `?`; psycopg wants `%s`
+                    return conn.execute(query.replace("?", "%s"), params).fetchall()
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
                 if attempt == _ATTEMPTS:
                     raise StoreUnavailableError(f"cannot reach {self._where}: {exc}") from None
@@ -319,9 +301,6 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreError(f"{self._where} is not a usable Charter ledger: {exc}") from None
 
-    def schema_version(self) -> int:
-        return int(self._read("SELECT max(version) FROM charter_migrations")[0][0] or 0)
-
     # -- contracts -------------------------------------------------------------------
     def save_bundle(self, policy_hash: str, ref: str, bundle: Mapping[str, Any]) -> None:
         text = canonical(bundle)
@@ -335,15 +314,6 @@ class PostgresStore(Store):
 
         self._tx(fn, repeatable=True)
 
-    def load_bundle(self, policy_hash: str) -> dict[str, Any]:
-        rows = self._read("SELECT bundle FROM contracts WHERE policy_hash = %s", (policy_hash,))
-        if not rows:
-            raise StoreError(
-                f"contract with policy hash {policy_hash[:16]} missing from the ledger"
-            )
-        loaded: dict[str, Any] = json.loads(rows[0][0])
-        return loaded
-
     # -- events ----------------------------------------------------------------------
     def _encode(self, cur: psycopg.Cursor[Any], data_json: str) -> str:
         if len(data_json) <= self.payload_cap:
@@ -354,17 +324,6 @@ class PostgresStore(Store):
             (sha, len(data_json), data_json),
         )
         return canonical({"$blob": sha, "size": len(data_json)})
-
-    def _resolve(self, stored: str) -> str:
-        if not stored.startswith('{"$blob":'):
-            return stored
-        ref = json.loads(stored)
-        rows = self._read("SELECT data FROM blobs WHERE sha256 = %s", (ref["$blob"],))
-        if not rows:
-            raise StoreError(
-                f"payload {ref['$blob'][:16]} referenced by an event is missing from the ledger"
-            )
-        return str(rows[0][0])
 
     def create_run(
         self,
@@ -534,85 +493,7 @@ class PostgresStore(Store):
                 (ev.decided_at, ev.by, ev.verdict, ev.review_id),
             )
 
-    def events(self, run_id: str) -> list[StoredEvent]:
-        rows = self._read(
-            "SELECT seq, type, at, data, prev_hash, hash FROM events WHERE run_id = %s "
-            "ORDER BY seq",
-            (run_id,),
-        )
-        if not rows:
-            self.get_run(run_id)
-        out = []
-        for seq, type_, at, data, prev, h in rows:
-            try:
-                payload = json.loads(self._resolve(data))
-            except json.JSONDecodeError as exc:
-                raise StoreError(
-                    f"event {seq} of run {run_id} is not valid JSON ({exc}); run `charter verify {run_id}`"
-                ) from None
-            out.append(StoredEvent(run_id, seq, at, decode(type_, payload), prev, h))
-        return out
-
-    def raw_events(self, run_id: str) -> Iterator[RawEvent]:
-        for seq, type_, at, data, prev, h in self._read(
-            "SELECT seq, type, at, data, prev_hash, hash FROM events WHERE run_id = %s "
-            "ORDER BY seq",
-            (run_id,),
-        ):
-            yield RawEvent(run_id, seq, type_, at, self._resolve(data), prev, h)
-
     # -- runs ------------------------------------------------------------------------
-    def get_run(self, run_id: str) -> RunRow:
-        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,))
-        if not rows:
-            raise NotFoundError(
-                f"no run {run_id}; `charter run list` shows the runs in this ledger"
-            )
-        return _run(rows[0])
-
-    def find_run(self, prefix: str) -> RunRow:
-        rows = self._read(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id >= %s AND run_id < %s "
-            "ORDER BY run_id LIMIT 2",
-            (prefix, prefix + "\uffff"),
-        )
-        if not rows:
-            raise NotFoundError(
-                f"no run {prefix}; `charter run list` shows the runs in this ledger"
-            )
-        if len(rows) > 1 and rows[0][0] != prefix:
-            raise NotFoundError(f"run id prefix {prefix!r} is ambiguous; type more characters")
-        return _run(rows[0])
-
-    def list_runs(
-        self, *, status: str | None = None, contract: str | None = None, limit: int = 100
-    ) -> list[RunRow]:
-        where: list[str] = []
-        params: list[Any] = []
-        if status:
-            where.append("status = %s")
-            params.append(status)
-        if contract:
-            where.append("(contract_name = %s OR contract = %s)")
-            params.extend([contract, contract])
-        query = f"SELECT {_RUN_COLUMNS} FROM runs"
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY created_at DESC, run_id DESC LIMIT %s"
-        return [_run(r) for r in self._read(query, (*params, limit))]
-
-    def run_ids(self, *, contract_name: str | None = None, since: str | None = None) -> list[str]:
-        where: list[str] = []
-        params: list[Any] = []
-        if contract_name:
-            where.append("contract_name = %s")
-            params.append(contract_name)
-        if since:
-            where.append("created_at >= %s")
-            params.append(since)
-        query = "SELECT run_id FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        return [r[0] for r in self._read(query + " ORDER BY created_at, run_id", params)]
-
     # -- queue -----------------------------------------------------------------------
     def claim(
         self,
@@ -735,73 +616,6 @@ class PostgresStore(Store):
             (contract_name, since, until),
         )
         return float(rows[0][0])
-
-    def model_spend(
-        self, *, since: str | None = None, until: str | None = None
-    ) -> list[dict[str, Any]]:
-        rows = self._read(
-            "SELECT contract_name, provider, model, count(*), sum(input_tokens)::bigint, "
-            "sum(cached_input_tokens)::bigint, sum(output_tokens)::bigint, "
-            "sum(reasoning_tokens)::bigint, sum(cost_usd) "
-            "FROM model_calls WHERE at >= %s AND at < %s "
-            "GROUP BY contract_name, provider, model ORDER BY contract_name, provider, model",
-            (since or "", until or "\uffff"),
-        )
-        keys = (
-            "contract",
-            "provider",
-            "model",
-            "calls",
-            "input_tokens",
-            "cached_input_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-            "cost_usd",
-        )
-        return [dict(zip(keys, r, strict=True)) for r in rows]
-
-    def find_model_call(self, prompt_hash: str) -> tuple[str, int] | None:
-        hashes = self._read(
-            "SELECT DISTINCT prompt_hash FROM model_calls "
-            "WHERE prompt_hash >= %s AND prompt_hash < %s LIMIT 2",
-            (prompt_hash, prompt_hash + "\uffff"),
-        )
-        if not hashes:
-            return None
-        if len(hashes) > 1:
-            raise NotFoundError(
-                f"prompt hash prefix {prompt_hash!r} is ambiguous; type more characters"
-            )
-        rows = self._read(
-            "SELECT run_id, seq FROM model_calls WHERE prompt_hash = %s "
-            "ORDER BY at DESC, run_id DESC, seq DESC LIMIT 1",
-            (hashes[0][0],),
-        )
-        return str(rows[0][0]), int(rows[0][1])
-
-    def list_reviews(self, *, status: str | None = "pending") -> list[ReviewRow]:
-        query = f"SELECT {_REVIEW_COLUMNS} FROM reviews"
-        params: tuple[Any, ...] = ()
-        if status:
-            query += " WHERE status = %s"
-            params = (status,)
-        return [_review(r) for r in self._read(query + " ORDER BY requested_at, review_id", params)]
-
-    def get_review(self, review_id: str) -> ReviewRow:
-        rows = self._read(
-            f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE review_id >= %s AND review_id < %s "
-            "ORDER BY review_id LIMIT 2",
-            (review_id, review_id + "\uffff"),
-        )
-        if not rows:
-            raise NotFoundError(
-                f"no review {review_id}; `charter review list` shows pending reviews"
-            )
-        if len(rows) > 1 and rows[0][0] != review_id:
-            raise NotFoundError(
-                f"review id prefix {review_id!r} is ambiguous; type more characters"
-            )
-        return _review(rows[0])
 
 
 def _sqlite_equal(value: Any) -> list[str]:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,44 +26,23 @@ from charter.ledger.events import (
     ReviewRequested,
     RunCancelled,
     StoredEvent,
-    decode,
 )
 from charter.ledger.migrations import MIGRATIONS
+from charter.ledger.sqlbase import REVIEW_COLUMNS as _REVIEW_COLUMNS
+from charter.ledger.sqlbase import RUN_COLUMNS as _RUN_COLUMNS
+from charter.ledger.sqlbase import SqlStore
+from charter.ledger.sqlbase import run_row as _run
 from charter.ledger.store import (
     _UNSET,
     DEFAULT_PAYLOAD_CAP,
     ConflictError,
-    RawEvent,
-    ReviewRow,
     RunRow,
-    Store,
 )
-
-_RUN_COLUMNS = (
-    "run_id, contract, contract_name, policy_hash, status, idempotency_key, created_at, "
-    "updated_at, wake_at, lease_owner, lease_expires, epoch, last_seq, last_hash"
-)
-_REVIEW_COLUMNS = (
-    "review_id, run_id, contract, kind, step, action, effect, status, reviewers, reasons, "
-    "requested_at, due_at, decided_at, decided_by, verdict"
-)
-
 
 _MIDNIGHT = "T00:00:00.000000Z"
 
 
-def _run(row: tuple[Any, ...]) -> RunRow:
-    return RunRow(*row)
-
-
-def _review(row: tuple[Any, ...]) -> ReviewRow:
-    values = list(row)
-    values[8] = json.loads(values[8])
-    values[9] = json.loads(values[9])
-    return ReviewRow(*values)
-
-
-class SQLiteStore(Store):
+class SQLiteStore(SqlStore):
     """Ledger in one SQLite file; safe for several processes and threads (one connection each)."""
 
     def __init__(
@@ -164,9 +143,6 @@ class SQLiteStore(Store):
                 "not a SQLite file: restore it from a backup or point --db elsewhere"
             ) from None
 
-    def schema_version(self) -> int:
-        return int(self._read("SELECT max(version) FROM charter_migrations")[0][0] or 0)
-
     # -- contracts -------------------------------------------------------------------
     def save_bundle(self, policy_hash: str, ref: str, bundle: Mapping[str, Any]) -> None:
         with self._write() as cur:
@@ -174,15 +150,6 @@ class SQLiteStore(Store):
                 "INSERT OR IGNORE INTO contracts (policy_hash, ref, bundle) VALUES (?, ?, ?)",
                 (policy_hash, ref, canonical(bundle)),
             )
-
-    def load_bundle(self, policy_hash: str) -> dict[str, Any]:
-        rows = self._read("SELECT bundle FROM contracts WHERE policy_hash = ?", (policy_hash,))
-        if not rows:
-            raise StoreError(
-                f"contract with policy hash {policy_hash[:16]} missing from the ledger"
-            )
-        loaded: dict[str, Any] = json.loads(rows[0][0])
-        return loaded
 
     # -- events ----------------------------------------------------------------------
     def _encode(self, cur: sqlite3.Cursor, data_json: str) -> str:
@@ -194,17 +161,6 @@ class SQLiteStore(Store):
             (sha, len(data_json), data_json),
         )
         return canonical({"$blob": sha, "size": len(data_json)})
-
-    def _resolve(self, stored: str) -> str:
-        if not stored.startswith('{"$blob":'):
-            return stored
-        ref = json.loads(stored)
-        rows = self._read("SELECT data FROM blobs WHERE sha256 = ?", (ref["$blob"],))
-        if not rows:
-            raise StoreError(
-                f"payload {ref['$blob'][:16]} referenced by an event is missing from the ledger"
-            )
-        return str(rows[0][0])
 
     def create_run(
         self,
@@ -377,80 +333,7 @@ class SQLiteStore(Store):
                 (ev.decided_at, ev.by, ev.verdict, ev.review_id),
             )
 
-    def events(self, run_id: str) -> list[StoredEvent]:
-        rows = self._read(
-            "SELECT seq, type, at, data, prev_hash, hash FROM events WHERE run_id = ? ORDER BY seq",
-            (run_id,),
-        )
-        if not rows:
-            self.get_run(run_id)
-        out = []
-        for seq, type_, at, data, prev, h in rows:
-            try:
-                payload = json.loads(self._resolve(data))
-            except json.JSONDecodeError as exc:
-                raise StoreError(
-                    f"event {seq} of run {run_id} is not valid JSON ({exc}); run `charter verify {run_id}`"
-                ) from None
-            out.append(StoredEvent(run_id, seq, at, decode(type_, payload), prev, h))
-        return out
-
-    def raw_events(self, run_id: str) -> Iterator[RawEvent]:
-        for seq, type_, at, data, prev, h in self._read(
-            "SELECT seq, type, at, data, prev_hash, hash FROM events WHERE run_id = ? ORDER BY seq",
-            (run_id,),
-        ):
-            yield RawEvent(run_id, seq, type_, at, self._resolve(data), prev, h)
-
     # -- runs ------------------------------------------------------------------------
-    def get_run(self, run_id: str) -> RunRow:
-        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        if not rows:
-            raise NotFoundError(
-                f"no run {run_id}; `charter run list` shows the runs in this ledger"
-            )
-        return _run(rows[0])
-
-    def find_run(self, prefix: str) -> RunRow:
-        rows = self._read(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2",
-            (prefix, prefix + "\uffff"),
-        )
-        if not rows:
-            raise NotFoundError(
-                f"no run {prefix}; `charter run list` shows the runs in this ledger"
-            )
-        if len(rows) > 1 and rows[0][0] != prefix:
-            raise NotFoundError(f"run id prefix {prefix!r} is ambiguous; type more characters")
-        return _run(rows[0])
-
-    def list_runs(
-        self, *, status: str | None = None, contract: str | None = None, limit: int = 100
-    ) -> list[RunRow]:
-        where, params = [], []
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        if contract:
-            where.append("(contract_name = ? OR contract = ?)")
-            params.extend([contract, contract])
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, run_id DESC LIMIT ?"
-        return [_run(r) for r in self._read(sql, (*params, limit))]
-
-    def run_ids(self, *, contract_name: str | None = None, since: str | None = None) -> list[str]:
-        where, params = [], []
-        if contract_name:
-            where.append("contract_name = ?")
-            params.append(contract_name)
-        if since:
-            where.append("created_at >= ?")
-            params.append(since)
-        sql = "SELECT run_id FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        return [r[0] for r in self._read(sql + " ORDER BY created_at, run_id", params)]
-
     # -- queue -----------------------------------------------------------------------
     def claim(
         self,
@@ -546,29 +429,6 @@ class SQLiteStore(Store):
             params.extend([f'$."{key}"', json.dumps(value)])
         return int(self._read(sql, params)[0][0])
 
-    def list_reviews(self, *, status: str | None = "pending") -> list[ReviewRow]:
-        sql = f"SELECT {_REVIEW_COLUMNS} FROM reviews"
-        params: tuple[Any, ...] = ()
-        if status:
-            sql += " WHERE status = ?"
-            params = (status,)
-        return [_review(r) for r in self._read(sql + " ORDER BY requested_at, review_id", params)]
-
-    def get_review(self, review_id: str) -> ReviewRow:
-        rows = self._read(
-            f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE review_id >= ? AND review_id < ? LIMIT 2",
-            (review_id, review_id + "\uffff"),
-        )
-        if not rows:
-            raise NotFoundError(
-                f"no review {review_id}; `charter review list` shows pending reviews"
-            )
-        if len(rows) > 1 and rows[0][0] != review_id:
-            raise NotFoundError(
-                f"review id prefix {review_id!r} is ambiguous; type more characters"
-            )
-        return _review(rows[0])
-
     # -- model spend -----------------------------------------------------------------
     def spend(self, contract_name: str, since: str, until: str) -> float:
         if since.endswith(_MIDNIGHT) and until.endswith(_MIDNIGHT):
@@ -585,48 +445,6 @@ class SQLiteStore(Store):
                 (contract_name, since, until),
             )
         return float(rows[0][0])
-
-    def model_spend(
-        self, *, since: str | None = None, until: str | None = None
-    ) -> list[dict[str, Any]]:
-        rows = self._read(
-            "SELECT contract_name, provider, model, count(*), sum(input_tokens), "
-            "sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens), sum(cost_usd) "
-            "FROM model_calls WHERE at >= ? AND at < ? "
-            "GROUP BY contract_name, provider, model ORDER BY contract_name, provider, model",
-            (since or "", until or "\uffff"),
-        )
-        keys = (
-            "contract",
-            "provider",
-            "model",
-            "calls",
-            "input_tokens",
-            "cached_input_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-            "cost_usd",
-        )
-        return [dict(zip(keys, r, strict=True)) for r in rows]
-
-    def find_model_call(self, prompt_hash: str) -> tuple[str, int] | None:
-        hashes = self._read(
-            "SELECT DISTINCT prompt_hash FROM model_calls "
-            "WHERE prompt_hash >= ? AND prompt_hash < ? LIMIT 2",
-            (prompt_hash, prompt_hash + "\uffff"),
-        )
-        if not hashes:
-            return None
-        if len(hashes) > 1:
-            raise NotFoundError(
-                f"prompt hash prefix {prompt_hash!r} is ambiguous; type more characters"
-            )
-        rows = self._read(
-            "SELECT run_id, seq FROM model_calls WHERE prompt_hash = ? "
-            "ORDER BY at DESC, run_id DESC, seq DESC LIMIT 1",
-            (hashes[0][0],),
-        )
-        return str(rows[0][0]), int(rows[0][1])
 
 
 class _Tx:
