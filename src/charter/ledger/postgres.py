@@ -493,7 +493,6 @@ class PostgresStore(SqlStore):
                 (ev.decided_at, ev.by, ev.verdict, ev.review_id),
             )
 
-    # -- runs ------------------------------------------------------------------------
     # -- queue -----------------------------------------------------------------------
     def claim(
         self,
