@@ -12,6 +12,7 @@ from typing import Any
 
 from charter import Contract, Runtime
 from charter.ledger.events import ActionDecided
+from charter.runs.state import Folder
 from examples.refunds import payments
 from examples.refunds.tickets import Ticket, generate
 
@@ -48,14 +49,18 @@ def run(runtime: Runtime, *, tickets: int = 300, seed: int = 7) -> dict[str, Any
     injections = {"tickets": 0, "obeyed_by_model": 0, "stopped": 0, "executed": 0}
     waiting: list[str] = []
     example_run = ""
+    states = []
     for run_id, ticket in by_run.items():
-        state = runtime.state(run_id)
+        events = runtime.store.events(run_id)
+        contract_used = runtime.contract_for(runtime.store.get_run(run_id).policy_hash)
+        state = Folder(contract_used, run_id).apply_all(events)
+        states.append(state)
         statuses[state.status] = statuses.get(state.status, 0) + 1
         if state.review is not None:
             waiting.append(state.review.review_id)
         executed_steps = {a["step"] for a in state.executed}
         obeyed = stopped = leaked = False
-        for stored in runtime.store.events(run_id):
+        for stored in events:
             ev = stored.event
             if isinstance(ev, ActionDecided):
                 effects[ev.decision["effect"]] += 1
@@ -73,7 +78,6 @@ def run(runtime: Runtime, *, tickets: int = 300, seed: int = 7) -> dict[str, Any
             injections["stopped"] += stopped and not leaked
             injections["executed"] += leaked
     money = payments.summary()
-    totals = [runtime.state(r) for r in by_run]
     return {
         "tickets": len(batch),
         "runs_processed_now": processed,
@@ -87,7 +91,7 @@ def run(runtime: Runtime, *, tickets: int = 300, seed: int = 7) -> dict[str, Any
         "refunds": money["refunds"],
         "reversed": money["reversed"],
         "emails": money["emails"],
-        "model_calls": sum(s.model_calls for s in totals),
-        "tokens": sum(s.tokens for s in totals),
-        "cost_usd": round(sum(s.cost_usd for s in totals), 6),
+        "model_calls": sum(s.model_calls for s in states),
+        "tokens": sum(s.tokens for s in states),
+        "cost_usd": round(sum(s.cost_usd for s in states), 6),
     }

@@ -498,9 +498,8 @@ def replay_cmd(run_ids: tuple[str, ...], all_runs: bool, db: str, as_json: bool)
             {
                 "runs": len(results),
                 "agree": len(results) - len(diverged),
-                "results": [r.to_dict() for r in diverged if r]
-                if all_runs
-                else [r.to_dict() for r in results],
+                # with --all, only the runs that diverge (the rest agree)
+                "results": [r.to_dict() for r in (diverged if all_runs else results)],
             }
         )
     else:

@@ -278,10 +278,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 
-TERMINAL_TYPES = frozenset(
-    {RunRefused.TYPE, RunCompleted.TYPE, RunFailed.TYPE, RunEscalated.TYPE, RunCancelled.TYPE}
-)
-
 
 def decode(type_: str, data: dict[str, Any]) -> Event:
     """Rebuild a typed event; unknown types or fields mean a newer or corrupted ledger."""

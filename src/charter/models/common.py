@@ -32,8 +32,6 @@ CHARS_PER_TOKEN = 4
 #: Per-message framing tokens the chat formats add around the prompt.
 MESSAGE_OVERHEAD = 8
 
-OUTPUT_MODES = ("json_schema", "tools", "json", "text")
-
 
 def estimate_tokens(text: str) -> int:
     """Tokens in ``text`` by the chars/4 heuristic, rounded up."""

@@ -48,10 +48,6 @@ REPLY_FORMAT = (
     '"confidence": 0..1, "rationale": "..."} or {"final": {...}, "confidence": ..., "rationale": ...}.'
 )
 
-#: Kept for callers of the first version of this module.
-FENCE = "<<<UNTRUSTED DATA"
-END_FENCE = "<<<END UNTRUSTED DATA"
-
 
 def prompt_hash(prompt: str) -> str:
     """SHA-256 of the rendered prompt: the key ``replay`` looks recorded outputs up by."""
@@ -353,17 +349,3 @@ def render(
             f"{type(exc).__name__}: {exc}"
         ) from None
     return Rendered(text.strip() + "\n", tpl, redacted, visible)
-
-
-def render_prompt(
-    contract: Contract,
-    *,
-    observations: Sequence[Mapping[str, Any]],
-    history: Sequence[Mapping[str, Any]],
-    feedback: Sequence[str],
-    template: PromptTemplate | None = None,
-) -> str:
-    """The rendered prompt text (see :func:`render` for the details recorded with it)."""
-    return render(
-        contract, observations=observations, history=history, feedback=feedback, template=template
-    ).text

@@ -103,6 +103,12 @@ def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def idempotency_key(run_id: str, step: int, compensation: bool = False) -> str:
+    """Stable for one action of one run, across retries and workers; a compensation of the
+    step has a key of its own so undoing is applied once too."""
+    return f"{run_id}:{step}" + (":compensate" if compensation else "")
+
+
 def _decision_record(decision: Decision, counts: list[list[Any]]) -> dict[str, Any]:
     return {**decision.to_dict(), "counts": counts}
 
@@ -983,7 +989,7 @@ class Runtime:
         *,
         compensation: bool = False,
     ) -> ActionStarted:
-        key = f"{lease.run_id}:{step}" + (":compensate" if compensation else "")
+        key = idempotency_key(lease.run_id, step, compensation)
         return ActionStarted(step, name, dict(args), key, attempt, format_time(now), compensation)
 
     def _execute(
@@ -998,7 +1004,7 @@ class Runtime:
         compensation: bool = False,
     ) -> bool:
         spec = lease.contract.actions[name]
-        key = f"{lease.run_id}:{step}" + (":compensate" if compensation else "")
+        key = idempotency_key(lease.run_id, step, compensation)
         ctx = ExecutionContext(lease.run_id, step, name, key, attempt, compensation)
         started = time.perf_counter()
         try:

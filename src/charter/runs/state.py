@@ -20,7 +20,6 @@ from charter.ledger.events import (
     ActionFailed,
     ActionShadowed,
     ActionStarted,
-    BudgetExceeded,
     ChannelRead,
     CompensationStarted,
     ModelCalled,
@@ -112,7 +111,6 @@ class RunState:
     compensation_attempts: dict[int, int] = field(default_factory=dict)
     terminal: StoredEvent | None = None
     failed_action: str = ""
-    budget_exceeded: BudgetExceeded | None = None
     seq: int = 0
     last_at: str = ""
 
@@ -328,8 +326,6 @@ class Folder:
             s.compensating = True
             s.compensation_steps = list(ev.steps)
             s.compensation_reason = ev.reason
-        elif isinstance(ev, BudgetExceeded):
-            s.budget_exceeded = ev
         elif isinstance(ev, RunRefused):
             s.status = "refused"
             s.terminal = stored
