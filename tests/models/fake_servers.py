@@ -9,7 +9,9 @@ in order (status, headers, JSON or raw body), and reads back every request it re
 - ``POST /v1/messages`` (Anthropic): :func:`anthropic_message` builds replies with a
   ``tool_use`` block or text;
 - :func:`openai_error` / :func:`anthropic_error` build the providers' error bodies, for
-  429 (with ``Retry-After``), 5xx and 400 replies.
+  429 (with ``Retry-After``), 5xx and 400 replies;
+- :func:`echo_error` builds a reply computed from the request it answers: a misbehaving
+  proxy that echoes the request's headers (``Authorization``, ``x-api-key``) in its error.
 
 With no reply queued the server answers 599 with an error, so an unexpected extra request
 fails the test loudly rather than hanging.
@@ -29,19 +31,20 @@ from typing import Any
 
 
 @dataclass
-class Reply:
-    status: int = 200
-    body: Any = None  # dict/list: sent as JSON; str: sent as is
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
 class Received:
     method: str
     path: str
     headers: dict[str, str]
     body: Any
     at: float
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    # dict/list: sent as JSON; str: sent as is; callable: called with the request received
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class FakeModelServer:
@@ -66,16 +69,15 @@ class FakeModelServer:
                     body: Any = json.loads(raw) if raw else None
                 except json.JSONDecodeError:
                     body = raw.decode("utf-8", "replace")
+                received = Received(
+                    "POST",
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    time.monotonic(),
+                )
                 with server._lock:
-                    server.requests.append(
-                        Received(
-                            "POST",
-                            self.path,
-                            {k.lower(): v for k, v in self.headers.items()},
-                            body,
-                            time.monotonic(),
-                        )
-                    )
+                    server.requests.append(received)
                     reply = (
                         server.replies.popleft()
                         if server.replies
@@ -83,10 +85,11 @@ class FakeModelServer:
                             599, {"error": {"message": "no reply queued in the fake server"}}
                         )
                     )
+                content = reply.body(received) if callable(reply.body) else reply.body
                 payload = (
-                    reply.body
-                    if isinstance(reply.body, str)
-                    else json.dumps(reply.body if reply.body is not None else {})
+                    content
+                    if isinstance(content, str)
+                    else json.dumps(content if content is not None else {})
                 ).encode("utf-8")
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
@@ -190,6 +193,45 @@ def openai_error(status: int, message: str, headers: dict[str, str] | None = Non
         {"error": {"message": message, "type": kind, "param": None, "code": None}},
         headers or {},
     )
+
+
+def echo_error(status: int, *, style: str = "openai") -> Reply:
+    """An error that echoes the request's credential headers back, as some proxies do.
+
+    ``style``: ``openai`` (the header inside ``error.message``, which the SDK quotes in its
+    exception), ``anthropic`` (an Anthropic error body with the headers beside the message)
+    or ``text`` (a plain-text dump of every request header, as a debugging proxy sends).
+    """
+
+    def body(request: Received) -> Any:
+        auth = request.headers.get("authorization", "")
+        key = request.headers.get("x-api-key", "")
+        if style == "text":
+            dump = "\r\n".join(f"{k}: {v}" for k, v in request.headers.items())
+            return f"upstream rejected the request\r\n{dump}\r\n"
+        if style == "anthropic":
+            return {
+                "type": "error",
+                "error": {
+                    "type": "authentication_error",
+                    "message": f"invalid x-api-key: {key} (Authorization: {auth})",
+                },
+                "request": {"headers": {"x-api-key": key, "authorization": auth}},
+            }
+        return {
+            "error": {
+                "message": (
+                    f"proxy: upstream said no. Request had Authorization: {auth}\n"
+                    f'headers={{"authorization": "{auth}", "x-api-key": "{key}"}}'
+                ),
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            },
+            "echo": {"Authorization": auth},
+        }
+
+    return Reply(status, body)
 
 
 # -- Anthropic messages ------------------------------------------------------------------

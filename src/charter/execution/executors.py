@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from charter.durations import parse_duration
 from charter.errors import CharterError
 from charter.execution.base import ExecutionContext
+from charter.scrub import scrub
 
 Executor = Callable[[dict[str, Any], ExecutionContext], Any]
 
@@ -55,6 +57,10 @@ class HttpExecutor:
 
     4xx answers are final (the request itself is wrong); 5xx and network errors are retried
     with exponential backoff and jitter, always with the same idempotency key.
+
+    Error messages quote the start of the endpoint's answer, which is recorded in the
+    append-only ledger (``action.failed``, ``run.failed``); the endpoint may echo what it
+    was sent, so every message is passed through :func:`charter.scrub.scrub` first.
     """
 
     def __init__(
@@ -89,16 +95,44 @@ class HttpExecutor:
                         return resp.json()
                     except ValueError:
                         raise ExecutorError(
-                            f"{self.url} answered {resp.status_code} with a body that is not JSON"
+                            scrub(
+                                f"{self.url} answered {resp.status_code} with a body that is "
+                                "not JSON"
+                            )
                         ) from None
                 if resp.status_code < 500:
                     raise ExecutorError(
-                        f"{self.url} refused the action: HTTP {resp.status_code} {resp.text[:200]}"
+                        scrub(
+                            f"{self.url} refused the action: HTTP {resp.status_code} "
+                            f"{_excerpt(resp.text)}"
+                        )
                     )
-                last = f"HTTP {resp.status_code} {resp.text[:200]}"
+                last = f"HTTP {resp.status_code} {_excerpt(resp.text)}"
             if attempt < self.retries:
                 time.sleep(self.backoff * (2**attempt) * (0.5 + random.random()))
-        raise ExecutorError(f"{self.url} failed after {self.retries + 1} attempts: {last}")
+        raise ExecutorError(scrub(f"{self.url} failed after {self.retries + 1} attempts: {last}"))
+
+
+#: Characters of an error body quoted in an executor error, and how much of the body is
+#: scrubbed to produce them.
+_EXCERPT = 200
+_SCRUB_WINDOW = 4000
+
+
+def _excerpt(body: str) -> str:
+    """The start of an endpoint's answer, scrubbed *before* it is cut short.
+
+    Cutting first could leave the front half of a key, too short for its shape to be
+    recognised. A body longer than the window is cut at its last blank inside it, so that
+    no credential (they contain no blanks) straddles the cut either.
+    """
+    window = body[:_SCRUB_WINDOW]
+    if len(body) > _SCRUB_WINDOW:
+        window = _LAST_WORD.sub("", window)
+    return scrub(window)[:_EXCERPT]
+
+
+_LAST_WORD = re.compile(r"\S*\Z")
 
 
 def resolve_executor(spec: str | Mapping[str, Any]) -> Executor:

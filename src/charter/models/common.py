@@ -18,6 +18,7 @@ from typing import Any
 
 from charter.durations import parse_duration
 from charter.errors import ModelError
+from charter.scrub import scrub
 
 #: Output cap when the contract sets no ``model.max_tokens``: every call is capped, so
 #: that its cost can be bounded before it is made.
@@ -104,10 +105,17 @@ def import_sdk(module: str, extra: str) -> ModuleType:
 
 
 def describe_api_error(provider: str, model: str, exc: Exception) -> str:
-    """One line naming the provider, the HTTP status and the API's own message."""
+    """One line naming the provider, the HTTP status and the API's own message, scrubbed.
+
+    The message carries the server's response body, which Charter does not control (a
+    proxy may echo the request's ``Authorization`` header in it) and which ends up in the
+    append-only ledger (``run.failed``, the ``fallback`` of a call's ``params``): every
+    credential :func:`charter.scrub.scrub` recognises is replaced by ``[REDACTED]`` here,
+    before the text can go anywhere.
+    """
     status = getattr(exc, "status_code", None)
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     where = f"{provider}:{model}"
     if status is not None:
-        return f"{where}: HTTP {status} {type(exc).__name__}: {message}"
-    return f"{where}: {type(exc).__name__}: {message}"
+        return scrub(f"{where}: HTTP {status} {type(exc).__name__}: {message}")
+    return scrub(f"{where}: {type(exc).__name__}: {message}")
