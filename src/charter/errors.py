@@ -6,6 +6,9 @@ tell a user's mistake from a run that failed without parsing messages::
 
     CharterError
     ├── UsageError            bad input from the caller (malformed JSON, unknown option value)
+    │   └── IdempotencyConflictError  a known idempotency key sent with a different task
+    ├── ConfigurationError    this process cannot run what a contract names (missing module)
+    ├── WorkerCrashedError    a worker thread died of something unexpected
     ├── ContractError         a contract, pack or policy test file failed to load (all issues)
     ├── NotFoundError         a contract, run or review that does not exist
     ├── PolicyError           the policy engine was asked something it cannot answer
@@ -13,7 +16,7 @@ tell a user's mistake from a run that failed without parsing messages::
     └── StoreError            the ledger store is missing, corrupt or unreachable
 
 User mistakes exit with 2 (like click), failures of the ledger with 3, a contract that does
-not load with 4, something missing with 5.
+not load with 4, something missing with 5, a process misconfigured for its work with 6.
 """
 
 from __future__ import annotations
@@ -33,6 +36,38 @@ class UsageError(CharterError):
 
     code = "usage_error"
     exit_code = 2
+
+
+class IdempotencyConflictError(UsageError):
+    """An idempotency key already names a run submitted with a different input or contract.
+
+    A retry of the same submission is answered with its run; a different task under the
+    same key would silently collapse into the first, so it is refused (HTTP would say 409).
+    """
+
+    code = "idempotency_conflict"
+
+
+class ConfigurationError(CharterError):
+    """This process cannot do what a contract asks: an executor, reader or model script it
+    names cannot be imported here.
+
+    A worker problem, not a run problem: a worker that meets it releases the run untouched
+    (another, correctly installed worker can take it) and stops with this error.
+    """
+
+    code = "configuration_error"
+    exit_code = 6
+
+
+class WorkerCrashedError(CharterError):
+    """A worker thread died of an unexpected exception; the worker stops and says so.
+
+    Runs it held are picked up again when their leases expire; the exit status is non-zero
+    so a supervisor notices.
+    """
+
+    code = "worker_crashed"
 
 
 class NotFoundError(CharterError):

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from charter.cli import cli
+from charter.cli.runs import RUN_EXIT_CODES
 from tests.ledger.tamper import edit_event, execute, rechain, seq_of
 from tests.runs.domain import EFFECTS_ENV, Effects, contract
 
@@ -63,9 +64,11 @@ def as_json(result: Result) -> Any:
 
 
 def start(contract_file: str, payload: str, db: str, *extra: str) -> dict[str, Any]:
-    out: dict[str, Any] = as_json(
-        ok("run", "start", contract_file, "--input", payload, "--db", db, "--json", *extra)
-    )
+    """``run start``; with ``--wait`` the exit status must be the one its outcome documents."""
+    result = invoke("run", "start", contract_file, "--input", payload, "--db", db, "--json", *extra)
+    out: dict[str, Any] = as_json(result)
+    expected = RUN_EXIT_CODES.get(out["status"], 0) if "--wait" in extra else 0
+    assert result.exit_code == expected, (out["status"], result.output)
     return out
 
 
@@ -78,8 +81,19 @@ def test_run_start_wait_runs_to_the_end(ops: str, db: str, effects: Effects) -> 
 
 def test_run_start_with_a_key_is_idempotent(ops: str, db: str, effects: Effects) -> None:
     first = start(ops, '{"item": "bolt"}', db, "--key", "t-1")
-    again = start(ops, '{"item": "nut"}', db, "--key", "t-1")
+    again = start(ops, '{"item": "bolt"}', db, "--key", "t-1")
     assert first["run_id"] == again["run_id"]
+    assert len(as_json(ok("run", "list", "--db", db, "--json"))) == 1
+
+
+def test_run_start_refuses_a_key_reused_for_another_input(
+    ops: str, db: str, effects: Effects
+) -> None:
+    first = start(ops, '{"item": "bolt"}', db, "--key", "t-1")
+    result = invoke("run", "start", ops, "--input", '{"item": "nut"}', "--db", db, "--key", "t-1")
+    assert result.exit_code == 2
+    assert f"idempotency key 't-1' already names run {first['run_id']}" in result.stderr
+    assert "different: input" in result.stderr
     assert len(as_json(ok("run", "list", "--db", db, "--json"))) == 1
 
 
@@ -146,7 +160,9 @@ def test_run_list_and_show(ops: str, db: str, effects: Effects) -> None:
 
 
 def test_review_list_show_approve(planned: str, db: str, effects: Effects) -> None:
-    out = ok("run", "start", planned, "--input", BIG, "--db", db, "--wait").stdout
+    waiting = invoke("run", "start", planned, "--input", BIG, "--db", db, "--wait")
+    assert waiting.exit_code == RUN_EXIT_CODES["waiting"] == 10
+    out = waiting.stdout
     assert "waiting" in out and "waiting for review rv_" in out
     [review] = as_json(ok("review", "list", "--db", db, "--json"))
     assert (review["action"], review["effect"], review["status"]) == ("write", "review", "pending")
@@ -175,7 +191,8 @@ def test_review_approve_with_edited_args(planned: str, db: str, effects: Effects
     assert "edited args for write are invalid" in bad.stderr
     edit = '{"item": "crate", "qty": 40}'
     out = ok("review", "approve", review["review_id"], "--args", edit, "--by", "al", "--db", db)
-    assert f"approved {review['review_id']}; run" in out.stdout and "completed" in out.stdout
+    assert f"approved {review['review_id']}: the action ran; run" in out.stdout
+    assert "completed" in out.stdout
     assert [x for _, _, x in effects.applied()] == [{"item": "crate", "qty": 40}]
 
 
@@ -187,7 +204,10 @@ def test_review_reject_needs_a_reason(planned: str, db: str, effects: Effects) -
     out = ok(
         "review", "reject", review["review_id"], "--comment", "no", "--no-continue", "--db", db
     )
-    assert f"rejected {review['review_id']}; run {run_id} is now running" in out.stdout
+    assert (
+        f"rejected {review['review_id']}: the action will not run; run {run_id} is now running"
+        in out.stdout
+    )
     again = invoke("review", "reject", review["review_id"], "--comment", "no", "--db", db)
     assert again.exit_code == 2 and "already decided" in again.stderr
     ok("worker", "--db", db, "--idle-exit", "0")

@@ -104,6 +104,33 @@ def test_read_commands_do_not_create_a_ledger(store_kind: str, tmp_path: Path) -
         open_store(url, create=False).close()
 
 
+def test_a_read_only_open_neither_migrates_nor_writes(store_kind: str, tmp_path: Path) -> None:
+    from tests.stores import ledger_url
+
+    with ledger_url(store_kind, tmp_path) as url:
+        with pytest.raises(StoreError, match="no ledger"):
+            open_store(url, read_only=True)
+        writer = open_store(url)
+        new_run(writer, "run_r")
+        writer.close()
+        # an older ledger is refused by read commands, never upgraded behind their back
+        for statement in (
+            "DELETE FROM charter_migrations WHERE version = 3",
+            "DROP TABLE rate_slots",
+            "DROP INDEX runs_leased",
+        ):  # as a ledger written before migration 3
+            sql(url, statement)
+        with pytest.raises(StoreError, match=r"older than this Charter's .*charter migrate"):
+            open_store(url, read_only=True)
+        open_store(url).close()  # a writer migrates
+        reader = open_store(url, read_only=True)
+        assert reader.get_run("run_r").status == "queued"
+        with pytest.raises(StoreError, match="opened read-only"):
+            reader.append("run_r", [RunCancelled("x", "y")], expected_seq=1, at=at(1))
+        reader.close()
+        assert [r[0] for r in sql(url, "SELECT seq FROM events")] == [1]
+
+
 # -- runs and events ----------------------------------------------------------------------
 def test_runs_are_created_once_per_idempotency_key(store: Store) -> None:
     assert new_run(store, "run_a", key="k1") == ("run_a", True)
@@ -300,6 +327,45 @@ def test_count_matches_args_as_sqlite_compares_them(store: Store) -> None:
     assert count({}, at(11), at(12)) == 2  # both ends inclusive
     assert count({}, at(13), at(100)) == 0
     assert store.count_executed("write", {}, *window) == 0
+
+
+def test_count_matches_the_normal_form_recorded_with_the_completion(store: Store) -> None:
+    new_run(store, "run_n")
+    done = ActionCompleted(
+        1, "send_email", {"to": "Ann@Example.COM"}, {}, at(10), 1.0,
+        match_args={"to": "ann@example.com"},
+    )  # fmt: skip
+    store.append("run_n", [done], expected_seq=1, at=at(10))
+    assert store.count_executed("send_email", {"to": "ann@example.com"}, at(0), at(20)) == 1
+    assert store.count_executed("send_email", {"to": "Ann@Example.COM"}, at(0), at(20)) == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "problem"),
+    [
+        (completed(1, "w", {"x": "a\x00b"}, T0), "action.completed.x: contains the NUL character"),
+        (completed(1, "w", {"x": float("nan")}, T0), "Out of range float values"),
+        (completed(1, "w", {"x": "\ud800"}, T0), "action.completed.x: contains a lone surrogate"),
+        (RunAdmitted({"why": float("inf")}), "Out of range float values"),
+        (RunCancelled("ops\x00", "r"), None),  # NUL inside a payload is escaped JSON: stored
+        (ReviewDecided("rv_1", "approve", "al\x00ice", T0, "d"), "contains the NUL character"),
+    ],
+)
+def test_every_store_refuses_the_same_unrecordable_events_before_writing(
+    store: Store, event: Any, problem: str | None
+) -> None:
+    """NaN, lone surrogates and NUL in projected columns are refused by both stores alike,
+    before anything is written; NUL inside a JSON payload is escaped and kept by both."""
+    new_run(store, "run_x")
+    if problem is None:
+        [stored] = store.append("run_x", [event], expected_seq=1, at=at(1))
+        assert store.events("run_x")[-1].event == stored.event == event
+        assert verify_run(store, "run_x") is None
+        return
+    with pytest.raises(StoreError, match=problem.replace("(", r"\(")):
+        store.append("run_x", [event], expected_seq=1, at=at(1))
+    assert [e.seq for e in store.events("run_x")] == [1]
+    assert store.count_executed("w", {}, at(0), at(100)) == 0
 
 
 # -- model spend (the model_calls projection) ---------------------------------------------

@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -104,6 +105,19 @@ def read_stock(input: Mapping[str, Any]) -> dict[str, Any]:
 
 def broken_reader(input: Mapping[str, Any]) -> dict[str, Any]:
     raise ConnectionError("the CRM is down")
+
+
+def read_order(input: Mapping[str, Any]) -> dict[str, Any]:
+    """How many writes of this input's item were applied so far (facts that change)."""
+    item = str(input["item"])
+    with _tx() as db:
+        db.execute("INSERT INTO reads (channel) VALUES ('order')")
+        rows = db.execute("SELECT args FROM applied WHERE action = 'write'").fetchall()
+    return {"item": item, "written": sum(1 for (a,) in rows if json.loads(a)["item"] == item)}
+
+
+def exiting_reader(input: Mapping[str, Any]) -> dict[str, Any]:
+    raise SystemExit(3)
 
 
 # -- executors ----------------------------------------------------------------------------
@@ -195,6 +209,39 @@ def explode(args: dict[str, Any], ctx: ExecutionContext) -> dict[str, Any]:
 
 def unserialisable(args: dict[str, Any], ctx: ExecutionContext) -> Any:
     return {"when": datetime.now(UTC)}
+
+
+def hang(args: dict[str, Any], ctx: ExecutionContext) -> dict[str, Any]:
+    """Logs the call, then sleeps ``args.seconds`` (a hung downstream system)."""
+    with _tx() as db:
+        db.execute(
+            "INSERT INTO calls (key, action, args, attempt, compensation, pid) VALUES (?,?,?,?,?,?)",
+            (ctx.idempotency_key, ctx.action, _dump(args), ctx.attempt, 0, os.getpid()),
+        )
+    time.sleep(float(args.get("seconds", 3600)))
+    return {"slept": args.get("seconds")}
+
+
+def quit_(args: dict[str, Any], ctx: ExecutionContext) -> dict[str, Any]:
+    """Raises what ``args.how`` names: ``exit`` (sys.exit), ``interrupt``, or kills the
+    process with ``os._exit`` (``hard``): executors that try to take the worker down."""
+    with _tx() as db:
+        db.execute(
+            "INSERT INTO calls (key, action, args, attempt, compensation, pid) VALUES (?,?,?,?,?,?)",
+            (ctx.idempotency_key, ctx.action, _dump(args), ctx.attempt, 0, os.getpid()),
+        )
+    how = args.get("how")
+    if how == "exit":
+        raise SystemExit(4)
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    os._exit(13)
+
+
+def odd_result(args: dict[str, Any], ctx: ExecutionContext) -> dict[str, Any]:
+    """Applies its effect, then returns text that is not valid Unicode and a NaN."""
+    effect_id, _ = _apply(args, ctx)
+    return {"effect_id": effect_id, "note": "bad \ud800 text", "ratio": float("nan")}
 
 
 # -- scripted models ----------------------------------------------------------------------
@@ -305,6 +352,20 @@ def write_then_fail(request: ModelRequest) -> dict[str, Any]:
     if not request.history:
         return _actions(("write", {"item": request.input["item"], "qty": 1}))
     raise ConnectionError("model provider unavailable")
+
+
+def surrogate_output(request: ModelRequest) -> str:
+    """Raw output carrying a lone surrogate character (a hostile or broken server)."""
+    _record_call(request)
+    return '{"final": {"note": "x\ud800y"}, "confidence": 0.9, "rationale": "odd"}'
+
+
+def escaped_surrogate_output(request: ModelRequest) -> str:
+    """Valid JSON text whose string escape decodes to a lone surrogate, on the 1st attempt."""
+    _record_call(request)
+    if request.attempt == 1:
+        return '{"final": {"note": "x\\ud800y"}, "confidence": 0.9, "rationale": "odd"}'
+    return _final(request)
 
 
 def email_then_finish(request: ModelRequest) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from charter.errors import CharterError, UsageError
+from charter.errors import CharterError, IdempotencyConflictError, UsageError
+from charter.ledger.chain import digest
 from charter.ledger.events import (
     ActionCompleted,
     ActionDecided,
@@ -50,12 +51,41 @@ def test_submitting_with_the_same_idempotency_key_returns_the_same_run(
 ) -> None:
     c = contract()
     first = rt.submit(c, {"item": "bolt"}, idempotency_key="ticket-7")
-    again = rt.submit(c, {"item": "nut"}, idempotency_key="ticket-7")
+    again = rt.submit(c, {"item": "bolt"}, idempotency_key="ticket-7")
     other = rt.submit(c, {"item": "bolt"}, idempotency_key="ticket-8")
     assert first == again != other
     assert sorted(r.run_id for r in rt.store.list_runs()) == sorted([first, other])
     [submitted] = events_of(rt, first, RunSubmitted)
     assert submitted.input == {"item": "bolt"} and submitted.idempotency_key == "ticket-7"
+
+
+@pytest.mark.parametrize(
+    ("changes", "different"),
+    [
+        ({"payload": {"item": "nut"}}, "input"),
+        ({"context": {"vip": True}}, "context"),
+        ({"contract": {"budget": {"max_actions": 1}}}, "contract"),
+        ({"model": "scripted:tests.runs.domain:final_answer"}, "model"),
+    ],
+)
+def test_a_key_reused_for_another_submission_is_refused_naming_both_hashes(
+    rt: Runtime, effects: Effects, changes: dict[str, Any], different: str
+) -> None:
+    first = rt.submit(contract(), {"item": "bolt"}, idempotency_key="ticket-7")
+    c = contract(**changes.get("contract", {}))
+    with pytest.raises(IdempotencyConflictError) as caught:
+        rt.submit(
+            c,
+            changes.get("payload", {"item": "bolt"}),
+            context=changes.get("context"),
+            model=changes.get("model"),
+            idempotency_key="ticket-7",
+        )
+    message = str(caught.value)
+    assert f"already names run {first}" in message
+    assert f"input sha256:{digest({'item': 'bolt'})[:16]}" in message
+    assert f"(different: {different})" in message
+    assert [r.run_id for r in rt.store.list_runs()] == [first]
 
 
 @pytest.mark.parametrize(
@@ -326,7 +356,11 @@ def test_an_outcome_denied_by_policy_compensates_the_writes(rt: Runtime, effects
     assert "outcome denied: At most one write per run" in events_of(rt, run_id, RunFailed)[0].error
 
 
-def test_an_executor_returning_non_json_fails_the_action(rt: Runtime, effects: Effects) -> None:
+def test_an_executor_returning_non_json_fails_the_run_but_its_completion_is_kept(
+    rt: Runtime, effects: Effects
+) -> None:
+    """The executor returned, so its effect happened: the completion is recorded (count()
+    and compensation must know), the result as the closest JSON value, and the run stops."""
     weird = {
         "executor": "tests.runs.domain:unserialisable",
         "effect": "read",
@@ -335,8 +369,13 @@ def test_an_executor_returning_non_json_fails_the_action(rt: Runtime, effects: E
     allow = {"id": "weird", "when": 'action.name == "weird"', "effect": "allow"}
     run_id = run_plan(rt, [[["weird", {}]]], actions={"weird": weird}, rules=[allow])
     assert rt.state(run_id).status == "failed"
-    [failed] = events_of(rt, run_id, ActionFailed)
+    assert events_of(rt, run_id, ActionFailed) == []
+    [done] = events_of(rt, run_id, ActionCompleted)
+    assert isinstance(done.result["when"], str)  # the datetime, recorded as its text
+    assert done.result_changes == ["$.when: a datetime recorded as text"]
+    [failed] = events_of(rt, run_id, RunFailed)
     assert "result of weird is not JSON-serialisable" in failed.error
+    assert rt.store.count_executed("weird", {}, "2000-01-01", "2100-01-01") == 1
 
 
 def test_a_reader_that_raises_fails_the_run_and_the_worker_carries_on(

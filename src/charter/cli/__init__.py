@@ -13,6 +13,7 @@ from charter.cli.demo import demo_cmd
 from charter.cli.policy import policy_group
 from charter.cli.runs import (
     backtest_cmd,
+    migrate_cmd,
     replay_cmd,
     report_cmd,
     review_group,
@@ -38,6 +39,7 @@ for command in (
     worker_cmd,
     report_cmd,
     demo_cmd,
+    migrate_cmd,
 ):
     cli.add_command(command)
 

@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from charter import jsontext
 from charter.errors import CharterError, ContractError, UsageError
 
 P = ParamSpec("P")
@@ -31,12 +32,18 @@ def parse_json_arg(value: str | None, option: str) -> Any:
         except OSError as exc:
             raise UsageError(f"{option}: cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return json.loads(text)
+        parsed = jsontext.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{source}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
             "pass valid JSON inline (quote it for your shell) or @file.json"
         ) from None
+    except ValueError as exc:  # NaN, Infinity
+        raise UsageError(f"{source}: {exc}") from None
+    found = jsontext.problems(parsed, option.lstrip("-"))
+    if found:
+        raise UsageError(f"{source}: " + "; ".join(found))
+    return parsed
 
 
 def parse_json_object(value: str | None, option: str) -> dict[str, Any] | None:

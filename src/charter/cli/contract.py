@@ -10,9 +10,10 @@ import click
 from charter.cli.common import echo_json, handle_errors
 from charter.contract.model import Contract, PolicyPack
 from charter.contract.registry import load_packs, yaml_files
-from charter.contract.source import read_yaml
+from charter.contract.source import Document, PathPart, read_yaml
 from charter.contract.validate import schema
 from charter.errors import ContractError, Issue
+from charter.execution.executors import ExecutorError, resolve_callable
 from charter.models.prompt import template_issues
 
 
@@ -30,9 +31,17 @@ def contract_group() -> None:
     type=click.Path(path_type=Path),
     help="Policy pack file or directory to merge (repeatable).",
 )
+@click.option(
+    "--check-imports",
+    is_flag=True,
+    help="Also import every executor, reader and model script the contracts name, as a "
+    "worker would (this runs those modules' import-time code).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @handle_errors
-def validate(paths: tuple[Path, ...], pack_paths: tuple[Path, ...], as_json: bool) -> None:
+def validate(
+    paths: tuple[Path, ...], pack_paths: tuple[Path, ...], check_imports: bool, as_json: bool
+) -> None:
     """Check contract and pack files; print every problem with file:line:column and a fix."""
     packs = load_packs(list(pack_paths))
     issues: list[Issue] = []
@@ -53,6 +62,8 @@ def validate(paths: tuple[Path, ...], pack_paths: tuple[Path, ...], as_json: boo
                 c = Contract.from_document(doc, packs)
                 # the prompt template the contract names: present and valid Jinja2
                 template_problems = template_issues(c.path, c.model)
+                if check_imports:
+                    template_problems.extend(_import_issues(doc, c))
                 if template_problems:
                     raise ContractError(template_problems)
                 ok.append(
@@ -77,6 +88,37 @@ def validate(paths: tuple[Path, ...], pack_paths: tuple[Path, ...], as_json: boo
             click.echo(f"{len(issues)} problem(s) found", err=True)
     if issues:
         raise SystemExit(ContractError.exit_code)
+
+
+def _import_issues(doc: Document, contract: Contract) -> list[Issue]:
+    """Each import path of the contract that this environment cannot resolve, located."""
+    paths: list[tuple[list[PathPart], str, str]] = [
+        (["channels", name, "reader"], ch.reader, f"reader of channel {name}")
+        for name, ch in contract.channels.items()
+        if ch.reader
+    ]
+    paths += [
+        (["actions", name, "executor"], spec.executor, f"executor of action {name}")
+        for name, spec in contract.actions.items()
+        if isinstance(spec.executor, str)
+    ]
+    script = contract.model.get("script")
+    if script and contract.model.get("provider", "scripted") == "scripted":
+        paths.append((["model", "script"], str(script), "model script"))
+    found: list[Issue] = []
+    for where, target, what in paths:
+        try:
+            resolve_callable(target, what)
+        except ExecutorError as exc:
+            found.append(
+                doc.issue(
+                    where,
+                    str(exc),
+                    "install the package that provides it, or run from the directory that "
+                    "holds it (workers need the same)",
+                )
+            )
+    return found
 
 
 @contract_group.command("schema")

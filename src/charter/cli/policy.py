@@ -46,7 +46,7 @@ def _observations(raw: object) -> list[Observation]:
     return out
 
 
-def _history(raw: object) -> InMemoryHistory:
+def _history(raw: object, contract: Contract) -> InMemoryHistory:
     if raw is None:
         return InMemoryHistory()
     if not isinstance(raw, list):
@@ -63,7 +63,7 @@ def _history(raw: object) -> InMemoryHistory:
             raise UsageError(
                 f"option --history: item [{i}] needs action and an ISO 8601 'at' ({exc})"
             ) from None
-    return InMemoryHistory(executed)
+    return InMemoryHistory(executed, normalize=contract.normalizers)
 
 
 @policy_group.command("eval")
@@ -135,7 +135,7 @@ def eval_cmd(
         run=parse_json_object(run_json, "--run"),
         outcome=parse_json_arg(outcome_json, "--outcome"),
         now=instant,
-        history=_history(parse_json_arg(history_json, "--history")),
+        history=_history(parse_json_arg(history_json, "--history"), c),
     )
     echo_json(decision.to_dict(timing=timing))
 

@@ -6,6 +6,7 @@ import getpass
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ import click
 from charter.cli.common import echo_json, handle_errors, parse_json_object
 from charter.contract.model import Contract
 from charter.contract.registry import load_packs
-from charter.errors import CharterError, UsageError
+from charter.errors import CharterError, UsageError, WorkerCrashedError
 from charter.ledger.events import (
     ActionCompleted,
     ActionDecided,
@@ -41,6 +42,7 @@ from charter.ledger.events import (
     RunSubmitted,
     StoredEvent,
 )
+from charter.ledger.sqlbase import SqlStore
 from charter.ledger.store import open_store
 from charter.ledger.verify import verify
 from charter.runs.limits import Limits
@@ -50,6 +52,17 @@ from charter.runs.runtime import Runtime
 from charter.runs.state import RunState, parse_time
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+RUN_STATUSES = ("queued", "waiting", "completed", "failed", "escalated", "refused", "cancelled")
+#: ``run start --wait``: the exit status of each way a run can stop (docs/cli.md)
+RUN_EXIT_CODES = {
+    "completed": 0,
+    "waiting": 10,
+    "failed": 11,
+    "escalated": 12,
+    "refused": 13,
+    "cancelled": 14,
+}
 
 
 def db_option(func: F) -> F:
@@ -67,8 +80,10 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
 
-def _runtime(db: str, *, create: bool = False) -> Runtime:
-    return Runtime(open_store(db, create=create))
+def _runtime(db: str, *, write: bool = False, create: bool = False) -> Runtime:
+    """A runtime over the ledger: read commands open it read-only (never migrating or
+    creating anything); commands that write name it, and only ``run start`` creates one."""
+    return Runtime(open_store(db, create=create, read_only=not write))
 
 
 def state_summary(state: RunState) -> dict[str, Any]:
@@ -98,7 +113,8 @@ def run_group() -> None:
 @click.option(
     "--key",
     "idempotency_key",
-    help="Idempotency key: submitting the same key twice returns the first run.",
+    help="Idempotency key: submitting the same task with the same key returns the first run; "
+    "a different task under a known key is refused.",
 )
 @click.option(
     "--packs",
@@ -110,7 +126,9 @@ def run_group() -> None:
 @click.option(
     "--wait",
     is_flag=True,
-    help="Process the run in this process until it ends or waits for a review.",
+    help="Process the run in this process until it ends or waits for a review; the exit "
+    "status says how it ended (0 completed, 10 waiting, 11 failed, 12 escalated, 13 refused, "
+    "14 cancelled).",
 )
 @click.option(
     "--model",
@@ -137,7 +155,7 @@ def run_start(
     c = Contract.load(contract, load_packs(list(pack_paths)))
     payload = parse_json_object(input_json, "--input")
     assert payload is not None
-    rt = _runtime(db, create=True)
+    rt = _runtime(db, write=True, create=True)
     run_id = rt.submit(
         c,
         payload,
@@ -154,12 +172,20 @@ def run_start(
             click.echo(
                 f"waiting for review {state.review.review_id}: charter review show {state.review.review_id}"
             )
+        elif state.terminal is not None and state.status != "completed":
+            click.echo(f"  {_line(state.terminal, state.terminal.at).split('  ', 1)[1]}", err=True)
+    if wait:
+        # a script running a task to its end learns the outcome from the exit status
+        code = RUN_EXIT_CODES.get(state.status, 0)
+        if code:
+            raise SystemExit(code)
 
 
 @run_group.command("list")
 @click.option(
     "--status",
-    help="Only runs in this status (queued, waiting, completed, failed, escalated, refused, cancelled).",
+    type=click.Choice(RUN_STATUSES),
+    help="Only runs in this status.",
 )
 @click.option("--contract", help="Only runs of this contract (name or name@version).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
@@ -168,7 +194,7 @@ def run_start(
 @handle_errors
 def run_list(status: str | None, contract: str | None, limit: int, db: str, as_json: bool) -> None:
     """List runs, newest first."""
-    rows = open_store(db, create=False).list_runs(status=status, contract=contract, limit=limit)
+    rows = open_store(db, read_only=True).list_runs(status=status, contract=contract, limit=limit)
     if as_json:
         echo_json([r.__dict__ for r in rows])
         return
@@ -316,7 +342,7 @@ def run_cancel(run_id: str, reason: str, by: str | None, yes: bool, db: str) -> 
     """Cancel a run that has not ended; its pending actions never execute."""
     if not yes:
         click.confirm(f"Cancel run {run_id}?", abort=True)
-    rt = _runtime(db)
+    rt = _runtime(db, write=True)
     rt.cancel(run_id, by=by or getpass.getuser(), reason=reason)
     click.echo(f"cancelled {rt.state(run_id).run_id}")
 
@@ -334,7 +360,7 @@ def review_group() -> None:
 @handle_errors
 def review_list(show_all: bool, db: str, as_json: bool) -> None:
     """Reviews waiting for a person (oldest first)."""
-    rows = open_store(db, create=False).list_reviews(status=None if show_all else "pending")
+    rows = open_store(db, read_only=True).list_reviews(status=None if show_all else "pending")
     if as_json:
         echo_json([r.__dict__ for r in rows])
         return
@@ -391,17 +417,59 @@ def _decide(
     db: str,
     as_json: bool,
 ) -> None:
-    rt = _runtime(db)
+    rt = _runtime(db, write=True)
     args = parse_json_object(args_json, "--args")
     run_id = rt.decide_review(
         review_id, verdict, by=by or getpass.getuser(), comment=comment, args=args
     )
     state = rt.run(run_id) if cont else rt.state(run_id)
+    outcome = _verdict_outcome(rt.store.events(run_id), rt.store.get_review(review_id).review_id)
     if as_json:
-        echo_json(state_summary(state))
+        echo_json({**state_summary(state), "review": review_id, "outcome": outcome})
     else:
         done = {"approve": "approved", "reject": "rejected"}[verdict]
-        click.echo(f"{done} {review_id}; run {run_id} is now {state.status}")
+        click.echo(f"{done} {review_id}: {outcome}; run {run_id} is now {state.status}")
+
+
+def _verdict_outcome(events: list[StoredEvent], review_id: str) -> str:
+    """What became of the action a verdict answered, from the events after it.
+
+    An approval authorises one decision: the action is decided again before it runs, so
+    "approved" alone would claim more than happened (docs/runs.md, Reviews).
+    """
+    request: ReviewRequested | None = None
+    verdict: ReviewDecided | None = None
+    for stored in events:
+        ev = stored.event
+        if isinstance(ev, ReviewRequested) and ev.review_id == review_id:
+            request = ev
+        elif isinstance(ev, ReviewDecided) and ev.review_id == review_id:
+            verdict = ev
+        elif verdict is None or request is None:
+            continue
+        elif request.kind != "action" or verdict.verdict != "approve":
+            break
+        elif (
+            isinstance(ev, ActionDecided)
+            and ev.step == request.step
+            and ev.decision["effect"] == "deny"
+        ):
+            rules = ", ".join(ev.decision.get("rules") or []) or "default"
+            return f"policy denied the action when deciding it again ({rules}): it did not run"
+        elif isinstance(ev, ReviewRequested) and ev.step == request.step:
+            who = ", ".join(ev.reviewers) or "-"
+            return f"the action needs another review first: {ev.review_id} ({ev.effect}, {who})"
+        elif isinstance(ev, ActionCompleted) and ev.step == request.step and not ev.compensation:
+            return "the action ran"
+        elif isinstance(ev, ActionFailed) and ev.step == request.step and not ev.compensation:
+            return f"the action ran and failed: {ev.error}"
+    if verdict is None:
+        return "recorded"
+    if verdict.verdict != "approve":
+        return "the action will not run" if request and request.kind == "action" else "recorded"
+    if request is not None and request.kind == "action":
+        return "the action is decided again on current facts before it runs"
+    return f"the {request.kind if request else 'run'} may proceed"
 
 
 @review_group.command("approve")
@@ -455,7 +523,7 @@ def review_reject(
 @handle_errors
 def verify_cmd(run_ids: tuple[str, ...], db: str, as_json: bool) -> None:
     """Check the hash chain of every run (or the given runs); exit 1 on the first broken link of any."""
-    store = open_store(db, create=False)
+    store = open_store(db, read_only=True)
     ids = [store.find_run(r).run_id for r in run_ids] if run_ids else store.run_ids()
     checked, broken = verify(store, ids)
     if as_json:
@@ -474,6 +542,21 @@ def verify_cmd(run_ids: tuple[str, ...], db: str, as_json: bool) -> None:
         )
     if broken:
         raise SystemExit(1)
+
+
+@click.command("migrate")
+@db_option
+@handle_errors
+def migrate_cmd(db: str) -> None:
+    """Create the ledger, or bring an older one to this Charter's schema.
+
+    Read commands never migrate (they open the ledger read-only); commands that write
+    migrate as they open it, and this does only that.
+    """
+    store = open_store(db, create=True)
+    version = store.schema_version() if isinstance(store, SqlStore) else "?"
+    store.close()
+    click.echo(f"ledger {db} is at schema version {version}")
 
 
 @click.command("replay")
@@ -563,6 +646,13 @@ def replay_cmd(run_ids: tuple[str, ...], all_runs: bool, db: str, as_json: bool)
     metavar="PROVIDER=N/min",
     help="At most N model calls to PROVIDER per window (N/s, N/min, N/h) across all workers.",
 )
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to let the current step finish after SIGTERM/SIGINT before exiting anyway.",
+)
 @db_option
 @handle_errors
 def worker_cmd(
@@ -573,6 +663,7 @@ def worker_cmd(
     lease: float,
     max_per_contract: tuple[str, ...],
     rate_limits: tuple[str, ...],
+    grace: float,
     db: str,
 ) -> None:
     """Process queued runs until SIGTERM/SIGINT (finishing the current step first).
@@ -587,32 +678,55 @@ def worker_cmd(
         Runtime(store, limits=limits, lease=timedelta(seconds=lease)) for _ in range(concurrency)
     ]
 
+    stopping_since: list[float] = []
+
     def stop(signum: int, frame: FrameType | None) -> None:
+        if not stopping_since:
+            stopping_since.append(time.monotonic())
         for rt in runtimes:
             rt.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     counts = [0] * concurrency
-    errors: list[CharterError] = []
+    errors: list[BaseException] = []
 
     def loop(i: int) -> None:
         try:
             counts[i] = runtimes[i].work(idle_exit=idle_exit, poll=poll, max_runs=max_runs)
-        except CharterError as exc:
-            # a ledger that cannot be used: stop every thread, report it, exit non-zero
+        except BaseException as exc:
+            # a ledger that cannot be used, code this worker cannot import, or a bug: stop
+            # every thread, report it, exit non-zero (a thread must never die silently)
             errors.append(exc)
             stop(signal.SIGTERM, None)
 
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(concurrency)]
     for t in threads:
         t.start()
+    abandoned = False
     for t in threads:
         while t.is_alive():
             t.join(0.2)
-    store.close()
+            if stopping_since and time.monotonic() - stopping_since[0] > grace:
+                abandoned = True  # what a step had not committed is redone by the next worker
+                break
+    if not abandoned:
+        store.close()
     if errors:
-        raise errors[0]
+        first = errors[0]
+        if isinstance(first, CharterError):
+            raise first
+        raise WorkerCrashedError(
+            f"a worker thread died: {type(first).__name__}: {first}; runs it held are "
+            "picked up again when their leases expire"
+        ) from first
+    if abandoned:
+        click.echo(
+            f"worker stopped after {grace:g}s of grace with a step still running; the run is "
+            "picked up again by another worker (its started actions retry with the same key)",
+            err=True,
+        )
+        raise SystemExit(1)
     click.echo(f"worker stopped after processing {sum(counts)} run(s)")
 
 
@@ -631,7 +745,12 @@ def report_cmd(contract: str | None, db: str, as_json: bool) -> None:
     contracts: dict[str, Contract] = {}
     for row in rt.store.list_runs(contract=contract, limit=1_000_000):
         if row.contract not in units:
-            c = rt.contract_for(row.policy_hash)
+            try:
+                c = rt.contract_for(row.policy_hash)
+            except CharterError as exc:
+                click.echo(f"warning: contract of {row.contract} cannot be read: {exc}", err=True)
+                units[row.contract] = ""
+                continue
             units[row.contract] = str(c.value["unit"]) if c.value else ""
             contracts[row.contract] = c
     reports = build_report(rt.store, contract, {k: v for k, v in units.items() if v})
@@ -691,6 +810,13 @@ def report_cmd(contract: str | None, db: str, as_json: bool) -> None:
             click.echo(
                 f"  latency:  p50 {lat['p50']:.3f}s, p95 {lat['p95']:.3f}s (submitted → ended)"
             )
+        if r.unreadable:
+            click.echo(
+                f"  UNREADABLE: {len(r.unreadable)} run(s) left out of these figures "
+                "(counted by status only; `charter verify` locates the damage):"
+            )
+            for line in r.unreadable:
+                click.echo(f"            {line}")
 
 
 @click.command("backtest")

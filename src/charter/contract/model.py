@@ -12,6 +12,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from charter.contract.formats import validator as schema_validator
 from charter.contract.source import Document, read_yaml
 from charter.contract.validate import contract_issues, pack_issues
 from charter.durations import parse_duration
@@ -20,7 +21,13 @@ from charter.policy.cel import Expression, compile_expression
 from charter.policy.decision import Decision, DecisionPoint, Effect
 from charter.policy.engine import ActionTraits, PolicyEngine, Rule
 from charter.policy.history import HistoryProvider
+from charter.policy.normalize import normalizers
 from charter.policy.provenance import Observation
+
+#: How long one executor call may take when the action sets no ``timeout``.
+DEFAULT_ACTION_TIMEOUT = timedelta(seconds=60)
+#: Executor calls per action (timed out or never returned) before it is given up.
+DEFAULT_MAX_ATTEMPTS = 3
 
 
 def canonical_hash(data: Any) -> str:
@@ -112,6 +119,10 @@ class ActionSpec:
     compensate: str | None
     reads: tuple[str, ...]
     validator: Draft202012Validator = field(compare=False, repr=False)
+    #: argument name → normaliser ``count()`` compares it with (see charter.policy.normalize)
+    normalize: Mapping[str, str] = field(default_factory=dict)
+    timeout: timedelta = DEFAULT_ACTION_TIMEOUT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,7 @@ class Contract:
     domain: str
     description: str
     input_schema: Mapping[str, Any]
+    input_validator: Draft202012Validator = field(repr=False, compare=False)
     channels: Mapping[str, ChannelSpec]
     actions: Mapping[str, ActionSpec]
     escalation: Escalation
@@ -156,6 +168,11 @@ class Contract:
     @property
     def policy_hash(self) -> str:
         return self.engine.policy_hash
+
+    @property
+    def normalizers(self) -> dict[str, Mapping[str, str]]:
+        """Action → argument → the normaliser ``count()`` compares it with."""
+        return {name: spec.normalize for name, spec in self.actions.items() if spec.normalize}
 
     @classmethod
     def load(cls, path: str | Path, packs: Sequence[PolicyPack] = ()) -> Contract:
@@ -185,7 +202,12 @@ class Contract:
                 allows_labels=tuple(spec.get("allows_labels") or ()),
                 compensate=spec.get("compensate"),
                 reads=tuple(spec.get("reads") or ()),
-                validator=Draft202012Validator(spec["args"]),
+                validator=schema_validator(spec["args"]),
+                normalize=normalizers(spec["args"], spec.get("normalize") or {}),
+                timeout=parse_duration(spec["timeout"])
+                if spec.get("timeout")
+                else DEFAULT_ACTION_TIMEOUT,
+                max_attempts=int(spec.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
             )
             for a, spec in d["actions"].items()
         }
@@ -203,7 +225,8 @@ class Contract:
             policy_hash=policy_hash,
             rules=rules,
             actions={
-                a: ActionTraits(s.effect, s.egress, s.allows_labels) for a, s in actions.items()
+                a: ActionTraits(s.effect, s.egress, s.allows_labels, s.normalize)
+                for a, s in actions.items()
             },
             default=policy.get("default", "deny"),
             on_error=policy.get("on_error", "deny"),
@@ -215,6 +238,7 @@ class Contract:
             domain=domain,
             description=d.get("description", ""),
             input_schema=d["input"],
+            input_validator=schema_validator(d["input"]),
             channels={
                 c: ChannelSpec(
                     name=c,

@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 from referencing import Registry, Resource
 
+from charter.contract.formats import KNOWN_FORMATS, unknown_formats
 from charter.contract.source import Document, PathPart
 from charter.errors import Issue
 from charter.policy.cel import (
@@ -170,6 +171,12 @@ def _schema_issues(doc: Document, name: str) -> Iterator[Issue]:
         yield doc.issue(parts, message, _hint(error))
 
 
+#: Longer CEL source is refused before compiling: the CEL parser panics on a syntax error
+#: past column 65535 and overflows its native stack on expression trees some 20000 levels
+#: deep (``a.b.c...``, ``1+1+...``), both outside Python's control. Two characters make
+#: a level, so this keeps trees below 5000 levels; real conditions are far shorter.
+MAX_EXPRESSION_LENGTH = 10_000
+
 _BOUND = re.compile(r"\b(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 
 
@@ -179,6 +186,13 @@ def check_expression(doc: Document, parts: list[PathPart], source: Any) -> Itera
         return  # the schema reports wrong types and empty strings
     if not source.strip():
         yield doc.issue(parts, "CEL expression is blank", "write a condition, e.g. 'true'")
+        return
+    if len(source) > MAX_EXPRESSION_LENGTH:
+        yield doc.issue(
+            parts,
+            f"CEL expression is too long ({len(source)} characters, at most {MAX_EXPRESSION_LENGTH})",
+            "split the condition over several rules, or move long lists into the task input",
+        )
         return
     try:
         expr = compile_expression(source)
@@ -261,6 +275,41 @@ def _check_json_schema(doc: Document, parts: list[PathPart], value: Any) -> Iter
             f"not a valid JSON Schema (2020-12): {exc.message}",
             "fix the schema keyword at this path",
         )
+    except RecursionError:
+        # the document's own nesting is limited (source.MAX_DEPTH); what is left is a
+        # `pattern` regex with hundreds of nested groups, which `re` compiles recursively
+        yield doc.issue(
+            parts,
+            "not a valid JSON Schema (2020-12): nested too deeply to check "
+            "(a `pattern` with too many nested groups?)",
+            "simplify the schema's regular expressions and nesting",
+        )
+
+
+def _check_formats(doc: Document, parts: list[PathPart], value: Any) -> Iterator[Issue]:
+    """A ``format`` no checker enforces would silently accept anything: say so at load."""
+    for where, fmt in unknown_formats(value):
+        yield doc.issue(
+            [*parts, *where],
+            f"format {fmt!r} is not checked by Charter",
+            f"use one of {', '.join(sorted(KNOWN_FORMATS))}, or a `pattern`",
+        )
+
+
+def _check_normalize(doc: Document, name: str, spec: dict[str, Any]) -> Iterator[Issue]:
+    """``normalize`` names arguments the action's schema declares."""
+    declared = spec.get("normalize")
+    args = spec.get("args")
+    props = args.get("properties") if isinstance(args, dict) else None
+    if not isinstance(declared, dict) or not isinstance(props, dict):
+        return
+    for arg in declared:
+        if arg not in props:
+            yield doc.issue(
+                ["actions", name, "normalize", arg],
+                f"normalize names argument {arg!r}, which args.properties does not declare",
+                f"use one of: {', '.join(sorted(props)) or 'none'}",
+            )
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -278,12 +327,15 @@ def contract_issues(doc: Document) -> list[Issue]:
         ]
     issues = list(_schema_issues(doc, "contract"))
     issues.extend(_check_json_schema(doc, ["input"], data.get("input")))
+    issues.extend(_check_formats(doc, ["input"], data.get("input")))
     actions = _mapping(data.get("actions"))
     channels = _mapping(data.get("channels"))
     for name, spec in actions.items():
         if not isinstance(spec, dict):
             continue
         issues.extend(_check_json_schema(doc, ["actions", name, "args"], spec.get("args")))
+        issues.extend(_check_formats(doc, ["actions", name, "args"], spec.get("args")))
+        issues.extend(_check_normalize(doc, name, spec))
         comp = spec.get("compensate")
         if isinstance(comp, str):
             if comp not in actions:

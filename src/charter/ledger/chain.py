@@ -16,8 +16,14 @@ GENESIS = "0" * 64
 
 
 def canonical(data: Any) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept as is."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept as is.
+
+    ``NaN`` and ``Infinity`` raise :class:`ValueError`: they are not JSON (see
+    :mod:`charter.jsontext`), and a payload another reader cannot parse must never be hashed.
+    """
+    return json.dumps(
+        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def event_hash(prev_hash: str, run_id: str, seq: int, type_: str, at: str, data_json: str) -> str:

@@ -179,6 +179,17 @@ class ActionCompleted(Event):
     completed_at: str
     duration_ms: float
     compensation: bool = False
+    #: ``args`` in the normal form ``count()`` matches (``None``: the same as ``args``); the
+    #: projection of executed actions stores this, see :mod:`charter.policy.normalize`
+    match_args: dict[str, Any] | None = None
+    #: what had to change in ``result`` to record it (an executor returned a value that is
+    #: not JSON text); the effect happened, so the completion is kept, see charter.jsontext
+    result_changes: list[str] | None = None
+
+    @property
+    def match_form(self) -> dict[str, Any]:
+        """The arguments ``count()`` matches against."""
+        return self.match_args if self.match_args is not None else self.args
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,23 @@ class ActionFailed(Event):
     error: str
     failed_at: str
     duration_ms: float
+    compensation: bool = False
+
+
+@dataclass(frozen=True)
+class ActionTimedOut(Event):
+    """One executor call outlived the action's ``timeout``; it is retried with the same key.
+
+    Whether the effect happened is unknown (the call may still finish in the background),
+    which is why the retry reuses the idempotency key and why attempts are capped.
+    """
+
+    TYPE: ClassVar[str] = "action.timed_out"
+    step: int
+    action: str
+    attempt: int
+    timeout_s: float
+    timed_out_at: str
     compensation: bool = False
 
 
@@ -268,6 +296,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ActionStarted,
         ActionCompleted,
         ActionFailed,
+        ActionTimedOut,
         ActionShadowed,
         CompensationStarted,
         BudgetExceeded,

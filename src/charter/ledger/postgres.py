@@ -55,7 +55,7 @@ from charter.ledger.events import (
 from charter.ledger.migrations import MIGRATIONS
 from charter.ledger.sqlbase import REVIEW_COLUMNS as _REVIEW_COLUMNS
 from charter.ledger.sqlbase import RUN_COLUMNS as _RUN_COLUMNS
-from charter.ledger.sqlbase import SqlStore
+from charter.ledger.sqlbase import SqlStore, encode_events
 from charter.ledger.sqlbase import run_row as _run
 from charter.ledger.store import (
     _UNSET,
@@ -63,6 +63,7 @@ from charter.ledger.store import (
     ConflictError,
     RunRow,
     StoreUnavailableError,
+    check_schema_version,
 )
 
 T = TypeVar("T")
@@ -127,6 +128,7 @@ class PostgresStore(SqlStore):
         url: str,
         *,
         create: bool = True,
+        read_only: bool = False,
         payload_cap: int = DEFAULT_PAYLOAD_CAP,
         schema: str | None = None,
         pool_size: int | None = None,
@@ -135,12 +137,16 @@ class PostgresStore(SqlStore):
         self.url = url
         self.schema = schema or url_schema
         self.payload_cap = payload_cap
+        self.read_only = read_only
         self._conninfo = conninfo
         self._where = f"{_redact(url)} (schema {self.schema})"
         # NOTIFY channels are per database: name ours after the schema so that ledgers in
         # other schemas of the same database do not wake our workers
         self._channel = f"charter:{self.schema}"[:63]
-        self._migrate(create)
+        if read_only:
+            self._check_readable()
+        else:
+            self._migrate(create)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             conninfo,
             min_size=1,
@@ -156,6 +162,25 @@ class PostgresStore(SqlStore):
     # -- connections -----------------------------------------------------------------
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        if self.read_only:
+            # the server refuses any write on these connections, whatever the code does
+            conn.execute("SET default_transaction_read_only = on")
+
+    def _check_readable(self) -> None:
+        """A read-only open: the schema must hold a Charter ledger at this code's version."""
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                table = sql.SQL("{}.charter_migrations").format(sql.Identifier(self.schema))
+                exists = conn.execute("SELECT to_regclass(%s)", (table.as_string(conn),)).fetchone()
+                if exists is None or exists[0] is None:
+                    raise StoreError(
+                        f"no ledger in {self._where}; start a run first (charter run start / "
+                        "charter demo) or point --db / CHARTER_DATABASE_URL at an existing ledger"
+                    )
+                row = conn.execute(sql.SQL("SELECT max(version) FROM {}").format(table)).fetchone()
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"cannot open the PostgreSQL ledger {self._where}: {exc}") from None
+        check_schema_version(int(row[0] or 0) if row else 0, self._where)
 
     def close(self) -> None:
         self._listener.close()
@@ -185,6 +210,8 @@ class PostgresStore(SqlStore):
         ``single``: ``fn`` runs one statement, which autocommit makes its own transaction
         (one round trip); its outcome is unknown whenever the connection fails.
         """
+        if self.read_only:
+            raise StoreError(f"ledger {self._where} was opened read-only; this command only reads")
         delay = 0.05
         for attempt in range(1, _ATTEMPTS + 1):
             committing = single
@@ -336,7 +363,7 @@ class PostgresStore(SqlStore):
         event: Event,
         at: str,
     ) -> tuple[str, bool]:
-        data_json = canonical(event.to_data())
+        [(_, data_json)] = encode_events(run_id, [event])
         h = event_hash(GENESIS, run_id, 1, event.TYPE, at, data_json)
 
         def fn(cur: psycopg.Cursor[Any]) -> tuple[str, bool]:
@@ -377,7 +404,7 @@ class PostgresStore(SqlStore):
         status: str | None = None,
         wake_at: str | None = _UNSET,
     ) -> list[StoredEvent]:
-        encoded = [(ev, canonical(ev.to_data())) for ev in events]
+        encoded = encode_events(run_id, events)
 
         def fn(cur: psycopg.Cursor[Any]) -> list[StoredEvent]:
             stored: list[StoredEvent] = []
@@ -461,7 +488,7 @@ class PostgresStore(SqlStore):
             cur.execute(
                 "INSERT INTO executed_actions (run_id, step, action, args, at) "
                 "VALUES (%s,%s,%s,%s::jsonb,%s) ON CONFLICT DO NOTHING",
-                (run_id, ev.step, ev.action, canonical(ev.args), ev.completed_at),
+                (run_id, ev.step, ev.action, canonical(ev.match_form), ev.completed_at),
             )
         elif isinstance(ev, ReviewRequested):
             cur.execute(

@@ -13,8 +13,17 @@ from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from charter import jsontext
 from charter.errors import NotFoundError, StoreError
-from charter.ledger.events import StoredEvent, decode
+from charter.ledger.chain import canonical
+from charter.ledger.events import (
+    ActionCompleted,
+    Event,
+    ModelCalled,
+    ReviewDecided,
+    StoredEvent,
+    decode,
+)
 from charter.ledger.store import RawEvent, ReviewRow, RunRow, Store
 
 RUN_COLUMNS = (
@@ -25,6 +34,38 @@ REVIEW_COLUMNS = (
     "review_id, run_id, contract, kind, step, action, effect, status, reviewers, reasons, "
     "requested_at, due_at, decided_at, decided_by, verdict"
 )
+
+
+def encode_events(run_id: str, events: Sequence[Event]) -> list[tuple[Event, str]]:
+    """Each event with its canonical JSON, refusing before any write what a store cannot hold.
+
+    Both stores call this first, so they accept and refuse exactly the same events: the
+    payload must be JSON text (no NaN, no lone surrogates) and the fields projected into
+    plain columns (executed actions' arguments, names) must not contain NUL, which
+    PostgreSQL cannot store. The runtime validates at its boundaries; this is the last line.
+    """
+    out: list[tuple[Event, str]] = []
+    for ev in events:
+        projected: Any = None
+        if isinstance(ev, ActionCompleted):
+            projected = ev.match_form
+        elif isinstance(ev, ReviewDecided):
+            projected = [ev.by, ev.verdict]
+        elif isinstance(ev, ModelCalled):
+            projected = [ev.provider, ev.model, ev.prompt_hash]
+        found = jsontext.problems(projected, ev.TYPE) if projected is not None else []
+        try:
+            text = canonical(ev.to_data())
+            text.encode("utf-8")
+        except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+            found.append(f"{ev.TYPE}: {exc}")
+        if found:
+            raise StoreError(
+                f"run {run_id}: refused to record an event that is not storable JSON text: "
+                + "; ".join(found)
+            )
+        out.append((ev, text))
+    return out
 
 
 def run_row(row: Sequence[Any]) -> RunRow:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from charter.errors import NotFoundError, StoreError
 from charter.ledger.chain import GENESIS, canonical, event_hash
@@ -30,60 +31,102 @@ from charter.ledger.events import (
 from charter.ledger.migrations import MIGRATIONS
 from charter.ledger.sqlbase import REVIEW_COLUMNS as _REVIEW_COLUMNS
 from charter.ledger.sqlbase import RUN_COLUMNS as _RUN_COLUMNS
-from charter.ledger.sqlbase import SqlStore
+from charter.ledger.sqlbase import SqlStore, encode_events
 from charter.ledger.sqlbase import run_row as _run
 from charter.ledger.store import (
     _UNSET,
     DEFAULT_PAYLOAD_CAP,
     ConflictError,
     RunRow,
+    StoreLockedError,
+    check_schema_version,
 )
 
 _MIDNIGHT = "T00:00:00.000000Z"
+#: Seconds a write waits for another process's write lock (workers contend for it), and a
+#: read for an exclusive lock (rare: readers never wait for writers in WAL mode).
+WRITE_WAIT = 30.0
+READ_WAIT = 2.0
 
 
 class SQLiteStore(SqlStore):
-    """Ledger in one SQLite file; safe for several processes and threads (one connection each)."""
+    """Ledger in one SQLite file; safe for several processes and threads (one connection each).
+
+    ``read_only`` opens an existing ledger for reading and nothing else: no migration, no
+    file created, the connection itself read-only (so ``verify`` works on a read-only mount
+    and never turns some other file into a ledger). A writable open refuses a SQLite file
+    that holds something other than a Charter ledger rather than adding tables to it.
+    """
 
     def __init__(
-        self, path: str | Path, *, create: bool = True, payload_cap: int = DEFAULT_PAYLOAD_CAP
+        self,
+        path: str | Path,
+        *,
+        create: bool = True,
+        read_only: bool = False,
+        payload_cap: int = DEFAULT_PAYLOAD_CAP,
     ) -> None:
         self.path = str(path)
         self.url = f"sqlite:///{self.path}"
         self.payload_cap = payload_cap
+        self.read_only = read_only
+        self._immutable = False
         memory = self.path == ":memory:"
-        if not memory and not create and not Path(self.path).exists():
+        file = Path(self.path)
+        if not memory and (read_only or not create) and not _has_content(file):
             raise StoreError(
                 f"no ledger at {self.path}; start a run first (charter run start / charter demo) "
                 "or point --db / CHARTER_DATABASE_URL at an existing ledger"
             )
-        if not memory:
-            parent = Path(self.path).parent
-            if not parent.exists():
-                raise StoreError(
-                    f"cannot create ledger {self.path}: directory {parent} does not exist"
-                )
+        if read_only and memory:
+            raise StoreError("an in-memory ledger cannot be opened read-only")
+        if not memory and not file.parent.exists():
+            raise StoreError(
+                f"cannot create ledger {self.path}: directory {file.parent} does not exist"
+            )
         self._local = threading.local()
         self._memory_conn: sqlite3.Connection | None = None
         if memory:
             self._memory_conn = self._connect()
-        self._migrate()
+        if read_only:
+            self._check_readable()
+        else:
+            self._migrate()
 
     # -- connections -----------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         try:
+            if self.read_only:
+                return self._connect_read_only()
             conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=30.0, check_same_thread=False
+                self.path, isolation_level=None, timeout=WRITE_WAIT, check_same_thread=False
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={int(WRITE_WAIT * 1000)}")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is not a usable Charter ledger ({exc}); it may be corrupted or "
-                "not a SQLite file: restore it from a backup or point --db elsewhere"
-            ) from None
+            raise self._error(exc, "cannot open") from None
         return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """``mode=ro``; on a read-only mount (where SQLite cannot create the WAL index of a
+        cleanly closed ledger) ``immutable=1``, which is exact there: nobody can write."""
+        target = quote(str(Path(self.path).resolve()))
+        while True:
+            uri = f"file:{target}?mode=ro" + ("&immutable=1" if self._immutable else "")
+            conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, timeout=READ_WAIT, check_same_thread=False
+            )
+            try:
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                cannot_open = "unable to open" in str(exc)
+                if cannot_open and not self._immutable and not Path(self.path + "-wal").exists():
+                    self._immutable = True
+                    continue
+                raise
+            return conn
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -105,18 +148,57 @@ class SQLiteStore(SqlStore):
             self._memory_conn = None
 
     def _write(self) -> _Tx:
-        return _Tx(self.conn, self.path)
+        return _Tx(self)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"ledger {self.path} cannot be read: {exc}") from None
+            raise self._error(exc, "cannot read") from None
+
+    def _error(self, exc: sqlite3.DatabaseError, doing: str) -> StoreError:
+        """A SQLite error as the operator needs it: a lock is a lock, not corruption."""
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            waited = READ_WAIT if self.read_only else WRITE_WAIT
+            return StoreLockedError(
+                f"ledger {self.path} is locked by another process (waited {waited:g}s): a "
+                "long transaction or a tool holding an exclusive lock; try again when it ends"
+            )
+        if isinstance(exc, sqlite3.OperationalError) and "readonly" in text:
+            return StoreError(f"ledger {self.path} is read-only here: {text}")
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+            return StoreError(
+                f"{doing} ledger {self.path}: {text} (check the path and permissions)"
+            )
+        return StoreError(
+            f"{self.path} is not a usable Charter ledger ({text}); it may be corrupted or "
+            "not a SQLite file: restore it from a backup or point --db elsewhere"
+        )
+
+    def _check_readable(self) -> None:
+        """A read-only open: the file must be a Charter ledger this code can read."""
+        tables = {r[0] for r in self._read("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "charter_migrations" not in tables:
+            raise StoreError(
+                f"{self.path} is not a Charter ledger (a SQLite database without Charter's "
+                "tables); point --db / CHARTER_DATABASE_URL at a ledger"
+            )
+        check_schema_version(self.schema_version(), self.path)
 
     # -- schema ----------------------------------------------------------------------
     def _migrate(self) -> None:
         try:
             with self._write() as cur:
+                tables = {
+                    r[0] for r in cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                }
+                if tables and "charter_migrations" not in tables:
+                    raise StoreError(
+                        f"{self.path} is a SQLite database but not a Charter ledger (it has "
+                        f"tables {', '.join(sorted(tables)[:5])}); Charter will not add its "
+                        "tables to it: point --db / CHARTER_DATABASE_URL at a new file"
+                    )
                 cur.execute(
                     "CREATE TABLE IF NOT EXISTS charter_migrations "
                     "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -138,10 +220,7 @@ class SQLiteStore(SqlStore):
                         (m.version, m.name),
                     )
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is not a usable Charter ledger ({exc}); it may be corrupted or "
-                "not a SQLite file: restore it from a backup or point --db elsewhere"
-            ) from None
+            raise self._error(exc, "cannot migrate") from None
 
     # -- contracts -------------------------------------------------------------------
     def save_bundle(self, policy_hash: str, ref: str, bundle: Mapping[str, Any]) -> None:
@@ -173,6 +252,7 @@ class SQLiteStore(SqlStore):
         event: Event,
         at: str,
     ) -> tuple[str, bool]:
+        [(_, data_json)] = encode_events(run_id, [event])
         with self._write() as cur:
             if idempotency_key is not None:
                 row = cur.execute(
@@ -180,7 +260,6 @@ class SQLiteStore(SqlStore):
                 ).fetchone()
                 if row is not None:
                     return str(row[0]), False
-            data_json = canonical(event.to_data())
             h = event_hash(GENESIS, run_id, 1, event.TYPE, at, data_json)
             cur.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -219,6 +298,7 @@ class SQLiteStore(SqlStore):
         wake_at: str | None = _UNSET,
     ) -> list[StoredEvent]:
         stored: list[StoredEvent] = []
+        encoded = encode_events(run_id, events)
         with self._write() as cur:
             row = cur.execute(
                 "SELECT last_seq, last_hash, epoch FROM runs WHERE run_id = ?",
@@ -236,10 +316,8 @@ class SQLiteStore(SqlStore):
                     f"lease on run {run_id} was taken over (epoch {current_epoch}, ours {epoch})"
                 )
             seq = last_seq
-            for ev in events:
+            for ev, data_json in encoded:
                 seq += 1
-                data = ev.to_data()
-                data_json = canonical(data)
                 h = event_hash(prev, run_id, seq, ev.TYPE, at, data_json)
                 cur.execute(
                     "INSERT INTO events (run_id, seq, type, at, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
@@ -295,7 +373,7 @@ class SQLiteStore(SqlStore):
         elif isinstance(ev, ActionCompleted) and not ev.compensation:
             cur.execute(
                 "INSERT OR IGNORE INTO executed_actions (run_id, step, action, args, at) VALUES (?,?,?,?,?)",
-                (run_id, ev.step, ev.action, canonical(ev.args), ev.completed_at),
+                (run_id, ev.step, ev.action, canonical(ev.match_form), ev.completed_at),
             )
         elif isinstance(ev, ReviewRequested):
             contract = cur.execute(
@@ -446,19 +524,28 @@ class SQLiteStore(SqlStore):
         return float(rows[0][0])
 
 
+def _has_content(file: Path) -> bool:
+    try:
+        return file.stat().st_size > 0
+    except OSError:
+        return False
+
+
 class _Tx:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
-        self.conn = conn
-        self.path = path
-        self.cur = conn.cursor()
+    def __init__(self, store: SQLiteStore) -> None:
+        if store.read_only:
+            raise StoreError(f"ledger {store.path} was opened read-only; this command only reads")
+        self.store = store
+        self.conn = store.conn
+        self.cur = self.conn.cursor()
 
     def __enter__(self) -> sqlite3.Cursor:
         try:
             self.cur.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot write to ledger {self.path}: {exc}") from None
+            raise self.store._error(exc, "cannot write to") from None
         return self.cur
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -467,8 +554,8 @@ class _Tx:
                 self.conn.execute("COMMIT")
             except sqlite3.DatabaseError as err:
                 self.conn.execute("ROLLBACK")
-                raise StoreError(f"cannot commit to ledger {self.path}: {err}") from None
+                raise self.store._error(err, "cannot commit to") from None
         else:
             self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.DatabaseError):
-                raise StoreError(f"ledger {self.path} refused a write: {exc}") from None
+                raise self.store._error(exc, "cannot write to") from None

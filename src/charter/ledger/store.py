@@ -40,6 +40,29 @@ class StoreUnavailableError(StoreError):
     code = "store_unavailable"
 
 
+class StoreLockedError(StoreError):
+    """Another process holds a lock on the ledger longer than this one would wait."""
+
+    code = "store_locked"
+
+
+def check_schema_version(version: int, where: str) -> None:
+    """A read-only open cannot migrate: the ledger must be at exactly this code's schema."""
+    from charter.ledger.migrations import MIGRATIONS
+
+    newest = max(m.version for m in MIGRATIONS)
+    if version > newest:
+        raise StoreError(
+            f"ledger {where} has schema version {version}, newer than this Charter supports "
+            f"({newest}); upgrade Charter"
+        )
+    if version < newest:
+        raise StoreError(
+            f"ledger {where} has schema version {version}, older than this Charter's "
+            f"({newest}); run `charter migrate` (or any command that writes) to upgrade it"
+        )
+
+
 @dataclass(frozen=True)
 class RunRow:
     run_id: str
@@ -300,13 +323,14 @@ class Store(ABC):
         return None if found is None else (found[1], found[2])
 
 
-def open_store(url: str | None = None, *, create: bool = True) -> Store:
+def open_store(url: str | None = None, *, create: bool = True, read_only: bool = False) -> Store:
     """Open the ledger named by ``url``, ``$CHARTER_DATABASE_URL``, or ``./charter.db``.
 
     ``sqlite:///path``, ``sqlite:///:memory:`` and plain file paths select SQLite;
     ``postgresql://user@host:port/db[?schema=name]`` selects PostgreSQL (needs the
-    ``postgres`` extra). ``create=False`` refuses to create a missing database (for
-    read-only commands).
+    ``postgres`` extra). ``create=False`` refuses to create a missing database;
+    ``read_only=True`` (read commands) opens an existing ledger without migrating it, on a
+    connection that cannot write.
     """
     target = url or os.environ.get("CHARTER_DATABASE_URL") or DEFAULT_DB
     cap = int(os.environ.get("CHARTER_PAYLOAD_CAP", DEFAULT_PAYLOAD_CAP))
@@ -317,7 +341,7 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
             raise StoreError(
                 f"PostgreSQL ledgers need psycopg ({exc}); install charter[postgres]"
             ) from None
-        return PostgresStore(target, create=create, payload_cap=cap)
+        return PostgresStore(target, create=create, read_only=read_only, payload_cap=cap)
     if "://" in target and not target.startswith("sqlite://"):
         raise StoreError(
             f"unsupported database URL {target!r}; use sqlite:///path/to/ledger.db or "
@@ -326,4 +350,4 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
     from charter.ledger.sqlite import SQLiteStore
 
     path = target.removeprefix("sqlite:///").removeprefix("sqlite://")
-    return SQLiteStore(path or DEFAULT_DB, create=create, payload_cap=cap)
+    return SQLiteStore(path or DEFAULT_DB, create=create, read_only=read_only, payload_cap=cap)

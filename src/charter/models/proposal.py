@@ -7,10 +7,10 @@ for the model, which gets them back for a corrected retry.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from charter import jsontext
 from charter.contract.model import Contract
 
 
@@ -25,11 +25,15 @@ class Proposal:
 def parse_proposal(contract: Contract, raw: str) -> tuple[Proposal | None, list[str]]:
     """Return ``(proposal, [])`` for valid output, else ``(None, reasons)``."""
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, TypeError) as exc:
+        data = jsontext.loads(raw)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError; so is NaN
         return None, [f"output is not valid JSON ({exc}); reply with one JSON object"]
     if not isinstance(data, dict):
         return None, ["output must be a JSON object with `actions` or `final`"]
+    # values an executor could act on but the ledger could not record (see jsontext)
+    unrecordable = jsontext.problems(data, "output")
+    if unrecordable:
+        return None, unrecordable
     reasons: list[str] = []
     unknown = sorted(set(data) - {"actions", "final", "confidence", "rationale"})
     if unknown:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +52,7 @@ from charter.policy.decision import (
     strongest,
 )
 from charter.policy.history import HistoryProvider, NoHistory
+from charter.policy.normalize import match_form
 from charter.policy.provenance import Observation, ProvenanceIndex
 
 
@@ -75,6 +76,8 @@ class ActionTraits:
     effect: str
     egress: str
     allows_labels: tuple[str, ...]
+    #: argument name → normaliser; ``count()`` asks about these in their normal form
+    normalize: Mapping[str, str] = field(default_factory=dict)
 
 
 #: What a matched (or failed) rule contributes: id, effect, reason, reviewers.
@@ -287,7 +290,11 @@ class PolicyEngine:
                     hist = history if history is not None else _NO_HISTORY
 
                     def count(name: str, match: Mapping[str, Any], window: Any) -> int:
-                        return hist.count(str(name), dict(match), now - _as_window(window), now)
+                        # in the normal form of the counted action's arguments (if this
+                        # contract declares it): recorded actions are projected the same way
+                        traits = self.actions.get(str(name))
+                        asked = match_form(traits.normalize, match) if traits else dict(match)
+                        return hist.count(str(name), asked, now - _as_window(window), now)
 
                     functions["count"] = count
             context_ = Environment.of(values, functions).context

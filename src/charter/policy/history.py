@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from charter.policy.normalize import match_form
+
 
 @runtime_checkable
 class HistoryProvider(Protocol):
@@ -36,19 +38,33 @@ class ExecutedAction:
 
 
 class InMemoryHistory:
-    """A list of executed actions; fine for tests, policy files and single decisions."""
+    """A list of executed actions; fine for tests, policy files and single decisions.
 
-    def __init__(self, executed: list[ExecutedAction] | None = None) -> None:
+    ``normalize`` (action → argument → normaliser, e.g. ``Contract.normalizers``) puts the
+    recorded arguments in the normal form ``count()`` asks in, as the ledger's projection
+    of executed actions does; see :mod:`charter.policy.normalize`.
+    """
+
+    def __init__(
+        self,
+        executed: list[ExecutedAction] | None = None,
+        *,
+        normalize: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self._executed: list[ExecutedAction] = list(executed or [])
+        self._normalize = dict(normalize or {})
 
     def record(self, action: str, args: Mapping[str, Any], at: datetime) -> None:
         self._executed.append(ExecutedAction(action, dict(args), at))
 
     def count(self, action: str, match: Mapping[str, Any], since: datetime, until: datetime) -> int:
+        kinds = self._normalize.get(action) or {}
         return sum(
             1
             for e in self._executed
-            if e.action == action and since <= e.at <= until and args_match(e.args, match)
+            if e.action == action
+            and since <= e.at <= until
+            and args_match(match_form(kinds, e.args), match)
         )
 
 

@@ -240,7 +240,7 @@ def run_file(path: str | Path) -> FileResult:
 def _run_case(contract: Contract, case: Mapping[str, Any], doc: Document, index: int) -> CaseResult:
     name = case["name"]
     now = parse_instant(case["now"]) if case.get("now") else datetime(2026, 1, 1, tzinfo=UTC)
-    history = InMemoryHistory()
+    history = InMemoryHistory(normalize=contract.normalizers)
     for h in case.get("history") or []:
         at = parse_instant(h["at"]) if h.get("at") else now - parse_duration(h.get("ago", "0s"))
         history.record(h["action"], h.get("args") or {}, at)

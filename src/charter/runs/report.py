@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from charter.errors import StoreError
 from charter.ledger.events import (
     ActionCompleted,
     ActionDecided,
@@ -52,6 +53,8 @@ class ContractReport:
     #: spend in the current UTC day and month with the contract's limits (set by callers
     #: that know the contract; see :func:`charter.runs.spend.window_spend`)
     spend: dict[str, dict[str, Any]] | None = None
+    #: runs whose events could not be read (``run_id: reason``); counted by status only
+    unreadable: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +92,7 @@ class ContractReport:
                 "p50": percentile(self.latencies, 50),
                 "p95": percentile(self.latencies, 95),
             },
+            "unreadable_runs": list(self.unreadable),
         }
 
 
@@ -105,7 +109,13 @@ def build_report(
         submitted: str | None = None
         requested: dict[str, ReviewRequested] = {}
         last_at = row.updated_at
-        for stored in store.events(row.run_id):
+        try:
+            events = store.events(row.run_id)
+        except StoreError as exc:
+            # one damaged run (``charter verify`` says which link) must not hide the others
+            rep.unreadable.append(f"{row.run_id}: {exc}")
+            continue
+        for stored in events:
             ev = stored.event
             if isinstance(ev, RunSubmitted):
                 submitted = ev.submitted_at or stored.at

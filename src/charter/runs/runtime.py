@@ -27,19 +27,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
+from charter import jsontext
 from charter.contract.model import Contract, PolicyPack
 from charter.contract.source import Document
-from charter.errors import CharterError, ContractError, ModelError, StoreError, UsageError
+from charter.errors import (
+    CharterError,
+    ConfigurationError,
+    ContractError,
+    IdempotencyConflictError,
+    ModelError,
+    StoreError,
+    UsageError,
+)
 from charter.execution.base import ExecutionContext
 from charter.execution.executors import resolve_callable, resolve_executor
+from charter.execution.runner import CallRunner, ExecutorRaisedError, ExecutorTimeoutError
+from charter.ledger.chain import digest
 from charter.ledger.events import (
     ActionCompleted,
     ActionDecided,
     ActionFailed,
     ActionShadowed,
     ActionStarted,
+    ActionTimedOut,
     BudgetExceeded,
     ChannelRead,
     CompensationStarted,
@@ -64,8 +74,9 @@ from charter.models.pricing import METERED, PriceTable, contract_prices, price_t
 from charter.models.prompt import PromptTemplate, builtin_template, load_template, render
 from charter.models.proposal import parse_proposal
 from charter.models.registry import check_model, create_provider, parse_model, spec_for
-from charter.policy.decision import Decision
+from charter.policy.decision import PRECEDENCE, Decision
 from charter.policy.history import args_match
+from charter.policy.normalize import match_form
 from charter.runs.decisions import (
     LedgerHistory,
     RecordingHistory,
@@ -86,6 +97,7 @@ from charter.runs.state import (
     outcome_facts,
     parse_time,
 )
+from charter.scrub import scrub
 
 DEFAULT_MAX_MODEL_CALLS = 20
 DEFAULT_PROPOSAL_RETRIES = 2
@@ -113,11 +125,21 @@ def _decision_record(decision: Decision, counts: list[list[Any]]) -> dict[str, A
     return {**decision.to_dict(), "counts": counts}
 
 
-def _jsonable(value: Any, what: str) -> Any:
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise CharterError(f"{what} is not JSON-serialisable: {exc}") from None
+def _recordable(value: Any, what: str, error: type[CharterError] = CharterError) -> Any:
+    """A plain JSON copy of ``value``, or ``error`` naming every field the ledger cannot hold."""
+    found = jsontext.problems(value, what)
+    if found:
+        raise error(f"{what} cannot be recorded: " + "; ".join(found))
+    return json.loads(json.dumps(value))
+
+
+def _error_text(exc: BaseException) -> str:
+    """An exception as it may be recorded: credentials scrubbed, invalid text replaced.
+
+    Exception messages carry text from outside (a provider's error body, a server's
+    answer): the ledger is append-only, so nothing secret or unencodable may reach it.
+    """
+    return scrub(jsontext.sanitised_text(f"{type(exc).__name__}: {exc}"))
 
 
 @dataclass
@@ -153,7 +175,7 @@ class _PendingHistory:
                 isinstance(ev, ActionCompleted)
                 and not ev.compensation
                 and ev.action == action
-                and args_match(ev.args, match)
+                and args_match(ev.match_form, match)
                 and since <= parse_time(ev.completed_at) <= until
             ):
                 n += 1
@@ -193,6 +215,8 @@ class Runtime:
         self.limits = limits or Limits()
         self._current: _Lease | None = None  # the lease the heartbeat keeps alive
         self._heartbeat: threading.Thread | None = None
+        self._resolved: set[str] = set()  # policy hashes whose code this process can import
+        self._runner = CallRunner(f"charter-executor:{self.worker_id}")
 
     # -- submission ------------------------------------------------------------------
     def submit(
@@ -209,8 +233,14 @@ class Runtime:
         ``model`` (``provider:model``, e.g. ``openai:gpt-4o-mini``) overrides the contract's
         model for this run; it is recorded in ``RunSubmitted`` so every worker uses it.
         """
+        payload = _recordable(dict(input), "input", UsageError)
+        extra = _recordable(dict(context or {}), "context", UsageError)
+        if idempotency_key is not None:
+            problem = jsontext.text_problem(idempotency_key, "idempotency key")
+            if problem or not idempotency_key.strip():
+                raise UsageError(problem or "idempotency key: must not be blank")
         errors = sorted(
-            Draft202012Validator(contract.input_schema).iter_errors(dict(input)),
+            contract.input_validator.iter_errors(payload),
             key=lambda e: list(map(str, e.path)),
         )
         if errors:
@@ -241,13 +271,13 @@ class Runtime:
             contract=contract.ref,
             contract_hash=contract.content_hash,
             policy_hash=contract.policy_hash,
-            input=_jsonable(dict(input), "input"),
-            context=_jsonable(dict(context or {}), "context"),
+            input=payload,
+            context=extra,
             idempotency_key=idempotency_key,
             submitted_at=now,
             model=model_spec,
         )
-        run_id, _ = self.store.create_run(
+        run_id, created = self.store.create_run(
             f"run_{uuid.uuid4().hex[:20]}",
             contract=contract.ref,
             contract_name=contract.name,
@@ -256,7 +286,31 @@ class Runtime:
             event=event,
             at=now,
         )
+        if not created:
+            self._same_submission(run_id, event)
         return run_id
+
+    def _same_submission(self, run_id: str, event: RunSubmitted) -> None:
+        """A known idempotency key returns its run only for the same submission.
+
+        A retry of the same request is answered with the run it created; a *different*
+        request under the same key is a caller's bug (two tasks would silently collapse into
+        one), refused with both hashes so the caller can tell which is which.
+        """
+        first = self.store.events(run_id)[0].event
+        assert isinstance(first, RunSubmitted)
+        names = ("contract", "input", "context", "model")
+        ours = (event.contract_hash, digest(event.input), digest(event.context), event.model)
+        theirs = (first.contract_hash, digest(first.input), digest(first.context), first.model)
+        if ours == theirs:
+            return
+        differ = [n for n, a, b in zip(names, ours, theirs, strict=True) if a != b]
+        raise IdempotencyConflictError(
+            f"idempotency key {event.idempotency_key!r} already names run {run_id}, submitted "
+            f"to {first.contract} with input sha256:{theirs[1][:16]}; this submission "
+            f"to {event.contract} has input sha256:{ours[1][:16]} (different: "
+            f"{', '.join(differ)}); use a new key for a new task"
+        )
 
     @staticmethod
     def _check_callables(contract: Contract) -> None:
@@ -437,6 +491,18 @@ class Runtime:
 
     def _process(self, row: RunRow) -> RunState:
         contract = self.contract_for(row.policy_hash)
+        if row.policy_hash not in self._resolved:
+            try:
+                self._check_callables(contract)
+            except CharterError as exc:
+                # a worker problem, not the run's: leave the run as it is for a worker
+                # that can import the code, and stop this one (see ConfigurationError)
+                self.store.release(row.run_id, self.worker_id, row.epoch)
+                raise ConfigurationError(
+                    f"worker {self.worker_id} cannot run {contract.ref}: {exc}; run "
+                    f"{row.run_id} was left untouched for a worker that can"
+                ) from None
+            self._resolved.add(row.policy_hash)
         lease = _Lease(
             row.run_id, row.epoch, contract, Folder(contract, row.run_id), time.monotonic()
         )
@@ -459,11 +525,12 @@ class Runtime:
                     lease.committed = lease.state.seq
                     if self.store.get_run(row.run_id).epoch != lease.epoch:
                         break
-                except StoreError:
+                except (StoreError, ConfigurationError):
                     raise
-                except Exception as exc:
-                    # a reader, model or bug that raises must not kill the worker and leave
-                    # the run queued to kill the next one: the run fails, recorded
+                except (Exception, SystemExit) as exc:
+                    # a reader, model or bug that raises (or calls sys.exit) must not kill the
+                    # worker and leave the run queued to kill the next one: the run fails,
+                    # recorded
                     self._fail(lease, exc)
             self._flush(lease)  # stopped between steps: commit what the last step did
         except ConflictError:
@@ -473,8 +540,8 @@ class Runtime:
             self.store.release(row.run_id, self.worker_id, lease.epoch)
         return lease.state
 
-    def _fail(self, lease: _Lease, exc: Exception) -> None:
-        reason = f"run stopped by an error: {type(exc).__name__}: {exc}"
+    def _fail(self, lease: _Lease, exc: BaseException) -> None:
+        reason = f"run stopped by an error: {_error_text(exc)}"
         events: list[Event] = (
             [RunFailed(reason)] if lease.state.compensating else self._abort(lease, reason)
         )
@@ -690,7 +757,7 @@ class Runtime:
             if not spec.reader:
                 continue
             reader = resolve_callable(spec.reader, f"reader of channel {name}")
-            content = _jsonable(reader(dict(lease.state.input)), f"channel {name}")
+            content = _recordable(reader(dict(lease.state.input)), f"channel {name}")
             events.append(ChannelRead(name, list(spec.labels), content, format_time(now), reason))
         return events
 
@@ -812,20 +879,24 @@ class Runtime:
         response = provider.complete(request)
         failpoint("after_model_call")
         usage = response.usage
+        # the call is paid for: whatever came back is recorded, made recordable first (a
+        # lone surrogate or NUL from a hostile server must not cost us the call's record)
+        raw_output = jsontext.sanitised_text(response.raw)
+        served_model = jsontext.sanitised_text(response.model)
         # settle: the actual usage at the served model's price (a dated snapshot of the
         # configured model), else the configured model's, else what the provider reported
-        price = prices.lookup(provider.name, response.model) or price
+        price = prices.lookup(provider.name, served_model) or price
         sent = dict(response.params) if response.params is not None else params
         called = ModelCalled(
             step=s.step + 1,
             attempt=s.attempt,
             provider=provider.name,
-            model=response.model,
+            model=served_model,
             params=sent,
             seed=sent.get("seed"),
             prompt_hash=rendered.hash,
             prompt=prompt,
-            raw_output=response.raw,
+            raw_output=raw_output,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cost_usd=price.cost(usage) if price is not None else usage.cost_usd,
@@ -837,7 +908,7 @@ class Runtime:
             price_version=prices.version if price is not None else None,
             redacted=rendered.redacted or None,
         )
-        proposal, reasons = parse_proposal(lease.contract, response.raw)
+        proposal, reasons = parse_proposal(lease.contract, raw_output)
         events: list[Event] = [called]
         if proposal is not None:
             events.append(
@@ -881,7 +952,9 @@ class Runtime:
         s = lease.state
         contract = lease.contract
         spec = contract.actions[slot.name]
-        if slot.status == "proposed":
+        if slot.status in ("proposed", "approved", "edited"):
+            # about to decide: data the decision depends on must be fresh (an approval
+            # may come hours after the facts it saw)
             stale = [
                 ch
                 for ch in spec.reads
@@ -894,6 +967,7 @@ class Runtime:
             ]
             if stale:
                 self._append(lease, self._read_channels(lease, stale, now, "freshness"), now)
+        if slot.status == "proposed":
             max_actions = contract.budget.get("max_actions")
             if max_actions is not None and len(s.executed) + 1 > int(max_actions):
                 self._exceeded(lease, now, "max_actions", max_actions, len(s.executed), 1)
@@ -939,28 +1013,18 @@ class Runtime:
                 return self._execute(lease, step, slot.name, slot.args, 1, now)
             return True
         assert slot.step is not None
-        if slot.status == "edited":
-            history = self._history(lease)
-            decision = decide_action(contract, s, slot.name, slot.args, now, history)
-            events = [
-                ActionDecided(
-                    slot.step,
-                    slot.index,
-                    slot.name,
-                    slot.args,
-                    _decision_record(decision, history.calls),
+        if slot.status in ("approved", "edited"):
+            return self._act_on_approval(lease, slot, now)
+        if slot.status in ("decided", "started"):
+            if slot.attempts >= spec.max_attempts:
+                # every attempt so far timed out or never returned (the worker died in it):
+                # give up rather than take down worker after worker
+                self._append(
+                    lease,
+                    self._gave_up(lease, slot.step, slot.name, slot.attempts, slot.timeouts),
+                    now,
                 )
-            ]
-            if decision.effect != "deny":
-                self._check_approval(lease, slot)
-                events.append(self._started(lease, slot.step, slot.name, slot.args, 1, now))
-            self._append(lease, events, now, flush=decision.effect != "deny")
-            if decision.effect != "deny":
-                return self._execute(lease, slot.step, slot.name, slot.args, 1, now)
-            return True
-        if slot.status == "approved":
-            self._check_approval(lease, slot)
-        if slot.status in ("approved", "decided", "started"):
+                return True
             attempt = slot.attempts + 1
             self._append(
                 lease,
@@ -970,6 +1034,74 @@ class Runtime:
             )
             return self._execute(lease, slot.step, slot.name, slot.args, attempt, now)
         raise CharterError(f"run {s.run_id}: action {slot.name} in unexpected state {slot.status}")
+
+    def _act_on_approval(self, lease: _Lease, slot: Slot, now: datetime) -> bool:
+        """Decide an approved action again, on current facts, just before it would run.
+
+        An approval answers one decision, not the action forever: an edit is a new proposal
+        that runs on the approval only if policy now allows it; an unedited action runs
+        unless the decision now is stronger than the one the approval answered (a rate
+        limit reached meanwhile, a channel that now shows the order refunded). A stronger
+        decision wins and is recorded: a deny ends the action, a review or escalation opens
+        a new review for the group it names.
+        """
+        assert slot.step is not None
+        s = lease.state
+        history = self._history(lease)
+        decision = decide_action(lease.contract, s, slot.name, slot.args, now, history)
+        record = _decision_record(decision, history.calls)
+        events: list[Event] = [ActionDecided(slot.step, slot.index, slot.name, slot.args, record)]
+        bound = "allow" if slot.status == "edited" else (slot.approved_effect or "review")
+        if decision.effect == "deny":
+            self._append(lease, events, now)
+            return True
+        if PRECEDENCE[decision.effect] > PRECEDENCE[bound]:
+            why = (
+                "edited arguments need their own review"
+                if slot.status == "edited"
+                else f"decided {decision.effect} on current facts, stronger than the "
+                f"{bound} that was approved"
+            )
+            request = self._review_request(
+                lease, "action", decision, now, step=slot.step, action=slot.name, args=slot.args
+            )
+            events.append(dataclasses.replace(request, reasons=[*request.reasons, why]))
+            self._append(lease, events, now)
+            return True
+        self._check_approval(lease, slot)
+        events.append(self._started(lease, slot.step, slot.name, slot.args, 1, now))
+        self._append(lease, events, now, flush=True)
+        return self._execute(lease, slot.step, slot.name, slot.args, 1, now)
+
+    def _gave_up(
+        self,
+        lease: _Lease,
+        step: int,
+        name: str,
+        attempts: int,
+        timeouts: int,
+        *,
+        compensation: bool = False,
+    ) -> list[Event]:
+        """The action is failed after ``attempts`` calls that never returned a result."""
+        lost = attempts - timeouts
+        how = ", ".join(
+            part
+            for part in (
+                f"{timeouts} timed out" if timeouts else "",
+                f"{lost} never returned (the worker stopped or crashed during the call)"
+                if lost
+                else "",
+            )
+            if part
+        )
+        error = f"gave up after {attempts} attempt(s) of {name}: {how}"
+        events: list[Event] = [
+            ActionFailed(step, name, error, format_time(self.clock()), 0.0, compensation)
+        ]
+        if not compensation:
+            events.extend(self._abort(lease, f"action {name} failed: {error}"))
+        return events
 
     def _check_approval(self, lease: _Lease, slot: Slot) -> None:
         expected = action_digest(lease.run_id, slot.step, slot.name, slot.args)
@@ -1007,12 +1139,23 @@ class Runtime:
         key = idempotency_key(lease.run_id, step, compensation)
         ctx = ExecutionContext(lease.run_id, step, name, key, attempt, compensation)
         started = time.perf_counter()
+        executor = resolve_executor(spec.executor)
+        timeout = spec.timeout.total_seconds()
         try:
-            executor = resolve_executor(spec.executor)
-            result = _jsonable(executor(dict(args), ctx), f"result of {name}")
-        except Exception as exc:
+            raw = self._runner.call(lambda: executor(dict(args), ctx), timeout)
+        except ExecutorTimeoutError:
+            # unknown whether the effect happened: the next attempt reuses the key
+            at = self.clock()
+            self._append(
+                lease,
+                [ActionTimedOut(step, name, attempt, timeout, format_time(at), compensation)],
+                at,
+                flush=True,
+            )
+            return True
+        except ExecutorRaisedError as raised:
             failed_at = self.clock()
-            error = f"{type(exc).__name__}: {exc}"
+            error = _error_text(raised.error)
             events: list[Event] = [
                 ActionFailed(
                     step,
@@ -1029,21 +1172,30 @@ class Runtime:
             return True
         failpoint("after_executor")
         done = self.clock()
-        self._append(
-            lease,
-            [
-                ActionCompleted(
-                    step,
-                    name,
-                    dict(args),
-                    result,
-                    format_time(done),
-                    round((time.perf_counter() - started) * 1000, 3),
-                    compensation,
-                )
-            ],
-            done,
-        )
+        # The executor returned, so its effect happened: the completion is recorded whatever
+        # the result looks like. A result that is not JSON text is recorded as the closest
+        # value that is, and the run does not go on as if it were well formed.
+        result, changes = jsontext.sanitised(raw)
+        events = [
+            ActionCompleted(
+                step,
+                name,
+                dict(args),
+                result,
+                format_time(done),
+                round((time.perf_counter() - started) * 1000, 3),
+                compensation,
+                match_args=match_form(spec.normalize, args) if spec.normalize else None,
+                result_changes=changes or None,
+            )
+        ]
+        self._append(lease, events, done)
+        if changes and not compensation:
+            reason = (
+                f"action {name} failed: result of {name} is not JSON-serialisable "
+                f"({'; '.join(changes)}); it is recorded as sanitised"
+            )
+            self._append(lease, self._abort(lease, reason), done)
         return True
 
     def _abort(self, lease: _Lease, reason: str) -> list[Event]:
@@ -1066,7 +1218,19 @@ class Runtime:
             comp = lease.contract.actions[original["name"]].compensate
             assert comp is not None
             args = self._compensation_args(lease.contract, comp, original)
-            attempt = s.compensation_attempts.get(step, 0) + 1
+            tried = s.compensation_attempts.get(step, 0)
+            if tried >= lease.contract.actions[comp].max_attempts:
+                events = self._gave_up(
+                    lease,
+                    step,
+                    comp,
+                    tried,
+                    s.compensation_timeouts.get(step, 0),
+                    compensation=True,
+                )
+                self._append(lease, events, now)
+                return True
+            attempt = tried + 1
             self._append(
                 lease,
                 [self._started(lease, step, comp, args, attempt, now, compensation=True)],
@@ -1172,6 +1336,17 @@ class Runtime:
         """
         if verdict not in ("approve", "reject"):
             raise UsageError(f"verdict must be approve or reject, got {verdict!r}")
+        if args is not None and verdict != "approve":
+            raise UsageError("edited arguments only make sense with approve")
+        if not by.strip():
+            raise UsageError("a verdict needs the reviewer's identity (by)")
+        if verdict == "reject" and not comment.strip():
+            # the model and the audit trail both need the reason
+            raise UsageError("a rejection needs a comment saying why (the model sees it)")
+        for text, what in ((by, "reviewer"), (comment, "comment")):
+            problem = jsontext.text_problem(text, what)
+            if problem:
+                raise UsageError(problem)
         review = self.store.get_review(review_id)
         if review.status == "cancelled":
             raise UsageError(f"review {review.review_id} was cancelled: run {review.run_id} ended")
@@ -1201,15 +1376,14 @@ class Runtime:
             if req.kind != "action" or req.action is None:
                 raise UsageError("only action reviews take edited arguments")
             contract = self.contract_for(state.policy_hash)
+            _recordable(dict(args), "edited args", UsageError)
             errors = list(contract.actions[req.action].validator.iter_errors(dict(args)))
             if errors:
                 raise UsageError(
                     f"edited args for {req.action} are invalid: "
                     + "; ".join(e.message for e in errors)
                 )
-            if verdict != "approve":
-                raise UsageError("edited arguments only make sense with approve")
-            edited = _jsonable(dict(args), "edited args")
+            edited = _recordable(dict(args), "edited args", UsageError)
             digest = action_digest(review.run_id, req.step, req.action, edited)
         event = ReviewDecided(
             req.review_id, verdict, by, format_time(self.clock()), digest, comment, edited
@@ -1225,6 +1399,10 @@ class Runtime:
         return review.run_id
 
     def cancel(self, run_id: str, *, by: str, reason: str) -> None:
+        for text, what in ((by, "by"), (reason, "reason")):
+            problem = jsontext.text_problem(text, what)
+            if problem:
+                raise UsageError(problem)
         state = self.state(run_id)
         if state.is_terminal:
             raise UsageError(f"run {state.run_id} already ended ({state.status})")

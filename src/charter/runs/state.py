@@ -20,6 +20,7 @@ from charter.ledger.events import (
     ActionFailed,
     ActionShadowed,
     ActionStarted,
+    ActionTimedOut,
     ChannelRead,
     CompensationStarted,
     ModelCalled,
@@ -36,6 +37,7 @@ from charter.ledger.events import (
     RunSubmitted,
     StoredEvent,
 )
+from charter.policy.decision import PRECEDENCE
 
 TERMINAL = frozenset({"completed", "failed", "escalated", "refused", "cancelled"})
 
@@ -56,7 +58,14 @@ def action_digest(run_id: str, step: int | None, action: str | None, args: Any) 
 
 @dataclass
 class Slot:
-    """One proposed action of the current proposal and how far it got."""
+    """One proposed action of the current proposal and how far it got.
+
+    ``status``: ``proposed`` (not decided yet) → ``decided`` (allowed) | ``waiting`` (for a
+    review) | ``denied`` | ``shadowed``; a review makes it ``approved`` (``edited`` when the
+    approver changed the arguments) or ``rejected``; ``started`` once an executor call is
+    recorded, then ``completed`` | ``failed``. An approved or edited action is decided again
+    before it starts, which may send it back to ``waiting`` or to ``denied``.
+    """
 
     index: int
     name: str
@@ -66,10 +75,14 @@ class Slot:
     review_id: str | None = None
     verdict: str | None = None  # approve | reject | expired
     approved_digest: str | None = None
-    status: str = "proposed"  # proposed, decided, waiting, approved, started, completed, failed, denied, rejected
+    #: the effect the approval answered (``review``, ``escalate``, ``batch``), or ``allow``
+    #: once an edit was re-decided as allow: a later decision stronger than this one wins
+    approved_effect: str | None = None
+    status: str = "proposed"
     result: Any = None
     reason: str = ""
     attempts: int = 0
+    timeouts: int = 0
 
     @property
     def settled(self) -> bool:
@@ -109,6 +122,7 @@ class RunState:
     compensation_reason: str = ""
     compensated: list[int] = field(default_factory=list)
     compensation_attempts: dict[int, int] = field(default_factory=dict)
+    compensation_timeouts: dict[int, int] = field(default_factory=dict)
     terminal: StoredEvent | None = None
     failed_action: str = ""
     seq: int = 0
@@ -243,16 +257,22 @@ class Folder:
             slot.decision = ev.decision
             s.next_step = max(s.next_step, ev.step + 1)
             effect = ev.decision["effect"]
-            if slot.verdict == "approve":
-                # a re-decision after an approval with edited arguments
-                slot.status = "denied" if effect == "deny" else "approved"
-                if effect == "deny":
-                    slot.reason = "; ".join(ev.decision["reasons"])
-            elif effect == "allow":
-                slot.status = "decided"
-            elif effect == "deny":
+            if effect == "deny":
                 slot.status = "denied"
                 slot.reason = "; ".join(ev.decision["reasons"])
+            elif slot.status in ("approved", "edited"):
+                # decided again before it runs: an edit is a new proposal that only `allow`
+                # lets run on the approval; an approved action runs unless the decision on
+                # current facts is stronger than the one the approval answered
+                bound = "allow" if slot.status == "edited" else (slot.approved_effect or "review")
+                if PRECEDENCE[effect] > PRECEDENCE[bound]:
+                    slot.status = "waiting"
+                    slot.verdict = None
+                else:
+                    slot.status = "approved"
+                    slot.approved_effect = bound
+            elif effect == "allow":
+                slot.status = "decided"
             else:
                 slot.status = "waiting"
         elif isinstance(ev, ReviewRequested):
@@ -276,6 +296,7 @@ class Folder:
                         if ev.verdict == "approve":
                             slot.status = "approved"
                             slot.approved_digest = ev.digest
+                            slot.approved_effect = req.effect
                             if ev.edited_args is not None:
                                 slot.args = dict(ev.edited_args)
                                 slot.status = "edited"
@@ -308,6 +329,14 @@ class Folder:
             if done is not None:
                 done.status = "completed"
                 done.result = ev.result
+        elif isinstance(ev, ActionTimedOut):
+            if ev.compensation:
+                s.compensation_timeouts[ev.step] = s.compensation_timeouts.get(ev.step, 0) + 1
+                return
+            timed_out = self._slot(ev.step)
+            if timed_out is not None:
+                timed_out.timeouts += 1
+                timed_out.reason = f"timed out after {ev.timeout_s:g}s (attempt {ev.attempt})"
         elif isinstance(ev, ActionFailed):
             if ev.compensation:
                 s.compensated.append(ev.step)
