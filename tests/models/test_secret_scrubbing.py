@@ -110,6 +110,33 @@ def test_a_key_echoed_in_a_provider_error_never_reaches_the_ledger(
 
 
 @pytest.mark.parametrize(("key_env", "secret"), KEYS)
+def test_a_key_echoed_in_a_successful_answer_never_reaches_the_ledger(
+    rt: Runtime,
+    db: Path,
+    effects: Effects,
+    fake: FakeModelServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    key_env: str,
+    secret: str,
+) -> None:
+    """A gateway that answers 200 with the caller's key in the content (a debugging echo, a
+    hostile server): the raw output is recorded scrubbed, and parsed from what is recorded."""
+    monkeypatch.setenv(key_env, secret)
+    answer = final({"note": f"debug: Authorization: Bearer {secret}"})
+    fake.push(chat_completion(content=json.dumps(answer)))
+    c = contract(tmp_path / "ops.yaml", model=openai_model(fake, key_env))
+    run_id = rt.submit(c, {"item": "bolt"})
+    state = rt.run(run_id)
+    assert state.status == "completed"
+    received_key(fake, secret)
+    [called] = [e.event for e in rt.store.events(run_id) if isinstance(e.event, ModelCalled)]
+    assert "[REDACTED]" in called.raw_output
+    assert state.proposal is not None and "[REDACTED]" in state.proposal["final"]["note"]
+    assert_nowhere_in_the_ledger(rt, run_id, db, secret)
+
+
+@pytest.mark.parametrize(("key_env", "secret"), KEYS)
 def test_a_key_echoed_in_a_rejected_output_mode_stays_out_of_the_recorded_call(
     rt: Runtime,
     db: Path,

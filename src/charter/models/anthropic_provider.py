@@ -33,6 +33,7 @@ from charter.models.common import (
 )
 from charter.models.guard import ModelRequestBlockedError, check_url, request_hook
 from charter.models.schema import TOOL_DESCRIPTION, TOOL_NAME, proposal_schema
+from charter.scrub import scrub
 
 DEFAULT_MODEL = "claude-haiku-4-5"
 
@@ -135,7 +136,8 @@ class AnthropicProvider:
         except sdk.AnthropicError as exc:
             raise ModelError(describe_api_error(self.name, self.model, exc)) from None
         return ModelResponse(
-            raw=_raw_output(message),
+            # from a server Charter does not control, and recorded for good
+            raw=scrub(_raw_output(message)),
             usage=usage_from_anthropic(getattr(message, "usage", None)),
             model=str(getattr(message, "model", None) or self.model),
             latency_ms=(time.perf_counter() - started) * 1000,

@@ -46,6 +46,7 @@ from charter.models.common import (
 )
 from charter.models.guard import ModelRequestBlockedError, check_url, request_hook
 from charter.models.schema import TOOL_DESCRIPTION, TOOL_NAME, proposal_schema
+from charter.scrub import scrub
 
 DEFAULT_MODEL = "gpt-4o-mini"
 _FALLBACK = {"json_schema": "json", "tools": "json", "json": "text"}
@@ -197,7 +198,8 @@ class OpenAIProvider:
             if fallbacks:
                 sent["fallback"] = fallbacks
             return ModelResponse(
-                raw=_raw_output(response, mode),
+                # from a server Charter does not control, and recorded for good
+                raw=scrub(_raw_output(response, mode)),
                 usage=usage_from_openai(getattr(response, "usage", None)),
                 model=str(getattr(response, "model", None) or self.model),
                 latency_ms=(time.perf_counter() - started) * 1000,
