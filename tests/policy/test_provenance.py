@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from charter import Observation
-from charter.policy.provenance import ProvenanceIndex
+from charter.policy.provenance import ProvenanceIndex, fold, skeleton
 from tests.helpers import NOW, contract_with, rule
 
 CRM = Observation(
@@ -135,6 +135,20 @@ def test_a_short_value_equal_to_a_leaf_string_counts_only_in_structured_content(
     assert idx.of("AB1 ").channels == ("kv",)
 
 
+def test_observations_without_leaves_are_indexed() -> None:
+    idx = ProvenanceIndex(
+        [
+            Observation("notes", ("confidential",), {"notes": []}),
+            Observation("empty", ("x",), {}),
+            Observation("none", ("y",), None),
+            Observation("blank", ("z",), {"a": "", "b": [None, True]}),
+            TICKET,
+        ]
+    )
+    assert idx.of("DE89.3704.0044.0532.0130.00").labels == ("untrusted",)
+    assert idx.of("").labels == ()
+
+
 def test_no_observations_means_no_provenance() -> None:
     idx = ProvenanceIndex([])
     assert not idx
@@ -190,3 +204,187 @@ def test_the_passport_example_through_a_rule() -> None:
     assert c.decide(action=body, observations=[crm], now=NOW).rules == ("pii",)
     other = {"name": "note", "args": {"body": "her passport is X7654321"}}
     assert c.decide(action=other, observations=[crm], now=NOW).rules == ("ok",)
+
+
+# -- rewritten values: separators, compatibility forms, invisible characters, case -----------
+
+
+def fullwidth(text: str) -> str:
+    """``text`` with every printable ASCII character in its full-width form."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def between(text: str, char: str) -> str:
+    """``text`` with ``char`` between every two characters."""
+    return char.join(text)
+
+
+IBAN = "DE89 3704 0044 0532 0130 00"
+IBAN_REWRITES = [
+    "DE89.3704.0044.0532.0130.00",
+    "DE89/3704/0044/0532/0130/00",
+    "de89_3704_0044_0532_0130_00",
+    "DE89:3704:0044:0532:0130:00",
+    "DE89\u00b73704\u00b70044\u00b70532\u00b70130\u00b700",  # middle dot
+    "DE89 \u2013 3704 \u2013 0044 \u2013 0532 \u2013 0130 \u2013 00",  # en dash
+    IBAN.replace(" ", "\u2011"),  # non-breaking hyphen
+    IBAN.replace(" ", "\u2014"),  # em dash
+    IBAN.replace(" ", "\u00a0"),  # no-break space
+    fullwidth("DE89370400440532013000"),
+    fullwidth(IBAN),
+    IBAN.replace(" ", "\u200b"),  # zero-width space
+    between("DE89370400440532013000", "\u200b"),
+    between("DE89370400440532013000", "\u2060"),  # word joiner
+    between("de89370400440532013000", "\u00ad"),  # soft hyphen
+    "DE89\u200c3704\u200d0044\ufeff0532 0130 00",  # non-joiner, joiner, BOM
+    "dE89-3704\u200b.0044 / 0532_0130\u201100",  # all of it at once
+]
+
+
+@pytest.mark.parametrize("value", IBAN_REWRITES)
+def test_a_rewritten_iban_still_comes_from_the_ticket(value: str) -> None:
+    idx = ProvenanceIndex([Observation("ticket.message", ("untrusted",), f"Refund to IBAN {IBAN}")])
+    assert idx.of(value).labels == ("untrusted",)
+    assert idx.of(f"please pay {value} today").labels == ("untrusted",)
+
+
+@pytest.mark.parametrize("written", IBAN_REWRITES)
+@pytest.mark.parametrize("value", [IBAN, "DE89370400440532013000", "de89-3704-0044-0532-0130-00"])
+def test_an_iban_still_comes_from_a_ticket_that_rewrote_it(written: str, value: str) -> None:
+    idx = ProvenanceIndex(
+        [Observation("ticket.message", ("untrusted",), f"Refund to IBAN {written} please.")]
+    )
+    assert idx.of(value).labels == ("untrusted",)
+
+
+NOTE = Observation("crm.notes", ("confidential",), "case QA7781-XK / ref 5521-990-17")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "qa7781xk",
+        "QA7781 XK",
+        "QA7781.XK",
+        "see qa7781/xk",
+        fullwidth("QA7781-XK"),
+        "Q\u200bA\u200b7781-XK",
+        "Ref 5521 990 17",
+        "5521.990.17",
+        "552199017",
+        "ref 5521\u2013990\u201317",
+        "REF:5521/990/17",
+        fullwidth("5521 990 17"),
+        "5521\u00ad990\u00ad17",
+    ],
+)
+def test_a_rewritten_confidential_reference_still_comes_from_the_note(value: str) -> None:
+    idx = ProvenanceIndex([NOTE, USER])
+    p = idx.of(value)
+    assert (p.labels, p.channels) == (("confidential",), ("crm.notes",))
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [
+        ("case qa7781xk", "QA7781-XK"),
+        ("case QA7781 XK, ref 552199017", "ref 5521-990-17"),
+        (f"case {fullwidth('QA7781-XK')}", "QA7781-XK"),
+        ("case QA\u200b7781\u2060-XK", "QA7781-XK"),
+        ("ref 5521.990.17", "5521-990-17"),
+        ("ref 5521 \u2014 990 \u2014 17", "Ref 5521-990-17"),
+    ],
+)
+def test_a_reference_still_comes_from_a_note_that_rewrote_it(written: str, value: str) -> None:
+    idx = ProvenanceIndex([Observation("crm.notes", ("confidential",), written), USER])
+    assert idx.of(value).labels == ("confidential",)
+
+
+MAIL = Observation(
+    "ticket.message", ("untrusted",), "mail boss@evil.io or visit pay.evil-example.org"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "original"),
+    [
+        (fullwidth("boss@evil.io"), "boss@evil.io"),
+        ("bo\u200bss@ev\u200cil.io", "boss@evil.io"),
+        ("BOSS@EVIL\u200d.IO", "boss@evil.io"),
+        ("boss@evil\uff0eio", "boss@evil.io"),  # full-width full stop
+        ("\ufeffboss\u00ad@evil.io", "boss@evil.io"),
+        ("pay\uff0eevil-example\uff0eorg", "pay.evil-example.org"),
+        (fullwidth("PAY.EVIL-EXAMPLE.ORG"), "pay.evil-example.org"),
+        ("pay.evil\u2060-example.org", "pay.evil-example.org"),
+    ],
+)
+def test_rewritten_emails_and_hosts_are_recognised_both_ways(value: str, original: str) -> None:
+    assert ProvenanceIndex([MAIL]).of(value).labels == ("untrusted",)
+    rewritten = Observation("ticket.message", ("untrusted",), f"write to {value} now")
+    assert ProvenanceIndex([rewritten]).of(original).labels == ("untrusted",)
+
+
+def test_tokens_are_found_in_either_direction() -> None:
+    # the value's own tokens are polluted (extra digit groups around the IBAN); the
+    # observation's token is found in the value instead
+    idx = ProvenanceIndex([Observation("t", ("untrusted",), "use DE89-3704-0044-0532-0130-00")])
+    assert idx.of("refund 4500 DE89 3704 0044 0532 0130 00 2026").labels == ("untrusted",)
+    # and the other way round
+    idx = ProvenanceIndex(
+        [Observation("t", ("untrusted",), "refund 4500 DE89 3704 0044 0532 0130 00 2026")]
+    )
+    assert idx.of("DE89.3704.0044.0532.0130.00").labels == ("untrusted",)
+    # a card written with en dashes, a passport number split up
+    idx = ProvenanceIndex([TICKET, CRM])
+    assert idx.of("4111\u20131111\u20131111\u20131111").labels == ("untrusted",)
+    assert idx.of("her passport: X 1234 567").labels == ("pii",)
+    assert idx.of("Dana\u200bWhitfield").labels == ("pii",)
+    assert idx.of("DANA_WHITFIELD").labels == ("pii",)
+
+
+def test_a_structured_field_cannot_hide_a_token_behind_a_line_break() -> None:
+    idx = ProvenanceIndex(
+        [Observation("tool", ("untrusted",), {"iban": "DE89\n3704 0044\n0532 0130 00"})]
+    )
+    assert idx.of("DE89370400440532013000").labels == ("untrusted",)
+    assert idx.of("pay DE89-3704-0044-0532-0130-00 now").labels == ("untrusted",)
+    # but a skeleton never runs from one field into the next
+    idx = ProvenanceIndex([Observation("tool", ("x",), {"a": "QA7781", "b": "XK55"})])
+    assert idx.of("qa7781").labels == ("x",)
+    assert idx.of("7781xk55").labels == ()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "abc\u200b12",  # five characters once the invisible one is gone
+        fullwidth("12345"),
+        fullwidth("hello"),
+        "\u200b\u200b\u200b",  # nothing but invisible characters
+        "Refunds",
+        "refund-s",
+        "DE44.5001.0517.5407.3249.31",  # another IBAN
+        "QB7781-XK",  # another reference
+        fullwidth("someone@else.org"),
+    ],
+)
+def test_folding_does_not_make_unrelated_values_match(index: ProvenanceIndex, value: str) -> None:
+    assert index.of(value).to_dict() == {"labels": [], "channels": []}
+
+
+def test_digit_free_values_are_not_matched_across_word_boundaries() -> None:
+    idx = ProvenanceIndex(
+        [Observation("t", ("untrusted",), "we refund shipping costs, see policy")]
+    )
+    assert idx.of("refunds").labels == ()  # "refund s|hipping" does not hold the word
+    assert idx.of("therefund").labels == ()
+    assert idx.of("Refund-Shipping").labels == ("untrusted",)  # the same words, re-separated
+    assert idx.of("REFUND\u200b shipping").labels == ("untrusted",)
+
+
+def test_fold_and_skeleton() -> None:
+    assert fold(fullwidth("DE89 3704")) == "de89 3704"
+    assert fold("A\u200bB\u00adC\u2060D\ufeffE") == "abcde"
+    assert fold("\u0664\u0661\u0661\u0661") == "4111"  # Arabic-Indic digits
+    assert fold("Stra\u00dfe") == "strasse"
+    assert skeleton(fold("DE89 \u2013 3704.0044/0532_0130:00")) == "de89370400440532013000"
