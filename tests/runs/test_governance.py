@@ -235,6 +235,16 @@ def test_a_rate_rule_is_not_dodged_by_letter_case(rt: Runtime, effects: Effects)
     assert replays(rt, fourth)
 
 
+def test_invisible_characters_do_not_dodge_a_normalised_count() -> None:
+    from charter.policy.normalize import normalise
+
+    assert normalise("email", "ann\u200b@exa\u00admple.com") == "ann@example.com"
+    assert normalise("email", "ＡＮＮ@example.com") == "ann@example.com"
+    assert normalise("identifier", "DE89\u200b3704 ００44") == "de8937040044"
+    assert normalise("casefold", "  Mail.Example.COM ") == "mail.example.com"
+    assert normalise("exact", "Ann") == "Ann"
+
+
 def test_a_declared_normaliser_matches_identifiers_written_differently(
     rt: Runtime, effects: Effects
 ) -> None:

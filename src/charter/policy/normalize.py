@@ -7,12 +7,13 @@ or whose action declares a normaliser (``normalize: {to: email}``), are compared
 normalised form instead:
 
 ``casefold``
-    Unicode NFKC, trimmed, case-folded, inner whitespace collapsed to one space.
+    Folded (:func:`fold`: NFKC, invisible format characters removed, digits of any script as
+    ASCII, case-folded), trimmed, inner whitespace collapsed to one space.
 ``email``
-    NFKC, trimmed, case-folded (the whole address: mail systems treat it so in practice).
+    Folded and trimmed (the whole address: mail systems treat it so in practice).
 ``identifier``
-    NFKC, case-folded, with every character that is not a letter or digit removed: IBANs,
-    card numbers, order references written with any separators.
+    Folded, with every character that is not a letter or digit removed (:func:`skeleton`):
+    IBANs, card numbers, order references written with any separators.
 ``exact``
     As written (turns off a normaliser a ``format`` would imply).
 
@@ -20,10 +21,14 @@ Formats ``email`` and ``idn-email`` imply ``email``; ``hostname`` and ``idn-host
 ``casefold``. Only top-level arguments are normalised (``count()`` matches top-level keys);
 strings inside a list are normalised one by one. The executor always receives the arguments
 exactly as proposed: normal forms exist only for matching.
+
+:func:`fold` and :func:`skeleton` are also the normal forms ``provenance()`` compares in
+(:mod:`charter.policy.provenance`): one definition of "the same text" for all of policy.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -39,8 +44,49 @@ FORMAT_KINDS = {
 }
 
 
+class _CharFolds(dict[int, "str | None"]):
+    """``str.translate`` table, filled on first sight of a character: format characters
+    (``Cf``) are deleted, decimal digits of any script become ASCII digits."""
+
+    def __missing__(self, code: int) -> str | None:
+        char = chr(code)
+        category = unicodedata.category(char)
+        out: str | None
+        if category == "Cf":
+            out = None
+        elif category == "Nd":
+            out = str(unicodedata.decimal(char))
+        else:
+            out = char
+        if len(self) < 65536:  # bounded: a hostile text cannot grow it without end
+            self[code] = out
+        return out
+
+
+_FOLDS = _CharFolds()
+
+
+def fold(text: str) -> str:
+    """The folded form of ``text``: NFKC, format characters removed, digits to ASCII,
+    case-folded. ASCII text (which has no compatibility forms and no ``Cf`` characters)
+    is only case-folded."""
+    if text.isascii():
+        return text.casefold()
+    text = unicodedata.normalize("NFKC", text).translate(_FOLDS).casefold()
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+#: A run of separators: anything that is not a letter or a digit.
+SEPARATORS = re.compile(r"[\W_]+")
+
+
+def skeleton(folded: str) -> str:
+    """Letters and digits only: the form in which separators inside a token are ignored."""
+    return SEPARATORS.sub("", folded)
+
+
 def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).strip().casefold()
+    return fold(text).strip()
 
 
 def normalise(kind: str, value: Any) -> Any:
@@ -54,7 +100,7 @@ def normalise(kind: str, value: Any) -> Any:
     if kind == "casefold":
         return " ".join(_fold(value).split())
     if kind == "identifier":
-        return "".join(c for c in _fold(value) if c.isalnum())
+        return skeleton(fold(value))
     raise ValueError(f"unknown normaliser {kind!r}; use one of {', '.join(KINDS)}")
 
 

@@ -45,11 +45,12 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
+
+from charter.policy.normalize import SEPARATORS, fold, skeleton
 
 MIN_LEAF = 6
 #: Letters and digits a token needs before it is compared by its skeleton.
@@ -59,53 +60,12 @@ MIN_TOKEN = 6
 # -- normal forms ---------------------------------------------------------------------
 
 
-class _CharFolds(dict[int, "str | None"]):
-    """``str.translate`` table, filled on first sight of a character: format characters
-    (``Cf``) are deleted, decimal digits of any script become ASCII digits."""
-
-    def __missing__(self, code: int) -> str | None:
-        char = chr(code)
-        category = unicodedata.category(char)
-        out: str | None
-        if category == "Cf":
-            out = None
-        elif category == "Nd":
-            out = str(unicodedata.decimal(char))
-        else:
-            out = char
-        if len(self) < 65536:  # bounded: a hostile text cannot grow it without end
-            self[code] = out
-        return out
-
-
-_FOLDS = _CharFolds()
-
-
-def fold(text: str) -> str:
-    """The folded form of ``text``: NFKC, format characters removed, digits to ASCII,
-    case-folded. ASCII text (which has no compatibility forms and no ``Cf`` characters)
-    is only case-folded."""
-    if text.isascii():
-        return text.casefold()
-    text = unicodedata.normalize("NFKC", text).translate(_FOLDS).casefold()
-    return text if text.isascii() else unicodedata.normalize("NFKC", text)
-
-
-#: A run of separators: anything that is not a letter or a digit.
-_SEPARATORS = re.compile(r"[\W_]+")
-
-
-def skeleton(folded: str) -> str:
-    """Letters and digits only: the form in which separators inside a token are ignored."""
-    return _SEPARATORS.sub("", folded)
-
-
 #: Separator runs in leaves joined by ``_JOIN`` (which they must not swallow).
 _LEAF_SEPARATORS = re.compile(r"(?:[^\w\ufeff]|_)+")
 
 
 def _words(folded: str) -> str:
-    return _SEPARATORS.sub(" ", folded).strip()
+    return SEPARATORS.sub(" ", folded).strip()
 
 
 # -- significant tokens ---------------------------------------------------------------
