@@ -7,6 +7,7 @@ that can move, and summarises what the ledger and the payments system say happen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,19 @@ def _obeyed_injection(ticket: Ticket, action: str, args: dict[str, Any]) -> bool
     return injected in values
 
 
-def run(runtime: Runtime, *, tickets: int = 300, seed: int = 7) -> dict[str, Any]:
-    """Run the demo on ``runtime`` and return the summary figures."""
+def run(
+    runtime: Runtime,
+    *,
+    tickets: int = 300,
+    seed: int = 7,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run the demo on ``runtime`` and return the summary figures.
+
+    ``progress(done, total)``, if given, is called as runs are processed: ``total`` is how
+    many of the demo's runs were queued (none on a second demo), raised if the runtime
+    also finds other work waiting in the ledger.
+    """
     contract = Contract.load(CONTRACT)
     batch = generate(tickets, seed)
     payments.seed(batch)
@@ -41,8 +53,14 @@ def run(runtime: Runtime, *, tickets: int = 300, seed: int = 7) -> dict[str, Any
         )
         by_run[run_id] = ticket
     processed = 0
+    queued = 0
+    if progress is not None:
+        queued = sum(runtime.store.get_run(r).status == "queued" for r in by_run)
+        progress(0, queued)
     while runtime.work_once() is not None:
         processed += 1
+        if progress is not None:
+            progress(processed, max(queued, processed))
 
     statuses: dict[str, int] = {}
     effects = {"allow": 0, "review": 0, "escalate": 0, "deny": 0, "batch": 0}

@@ -1,18 +1,23 @@
-"""Shared CLI plumbing: JSON arguments, output, and turning errors into exit codes."""
+"""Shared CLI plumbing: JSON arguments, output, progress, and turning errors into exit codes."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
 
 import click
 
 from charter import jsontext
 from charter.errors import CharterError, ContractError, UsageError
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,6 +60,98 @@ def parse_json_object(value: str | None, option: str) -> dict[str, Any] | None:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+#: seconds between two frames of a progress bar: fast work is not slowed by the terminal
+REDRAW_EVERY = 0.1
+
+
+class Progress:
+    """How far a long command is, told as ``(done, total)`` calls; drawn as a bar or not at all.
+
+    One shape for every command: the work (``verify``, ``backtest``, the demo's ``run``)
+    takes an optional ``(done, total)`` callback, and the command passes one of these. The
+    bar is created at the first call, so a total learnt only once the work starts is fine.
+    """
+
+    def __init__(self, label: str, file: TextIO | None) -> None:
+        self._label = label
+        self._file = file  # None: draw nothing
+        self._bar: ProgressBar[int] | None = None  # created at the first call
+        self._started = self._drawn = time.perf_counter()
+        self._done = self._total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._file is None:
+            return
+        self._done, self._total = done, max(total, done)
+        if self._bar is None:
+            if not self._total:
+                return  # nothing to do is not worth a bar
+            self._started = time.perf_counter()
+            self._bar = click.progressbar(
+                length=self._total,
+                label=self._label,
+                file=self._file,
+                show_pos=True,
+                show_eta=True,
+                item_show_func=self._rate,
+            )
+            self._bar.__enter__()  # draws the first frame
+            self._drawn = time.perf_counter()
+        elif done >= total or time.perf_counter() - self._drawn >= REDRAW_EVERY:
+            self._draw()
+
+    def _draw(self) -> None:
+        assert self._bar is not None
+        self._bar.length = self._total
+        if self._done > self._bar.pos:
+            self._bar.update(self._done - self._bar.pos)
+        else:
+            self._bar.render_progress()
+        self._drawn = time.perf_counter()
+
+    def _rate(self, _item: int | None) -> str | None:
+        if not self._done:
+            return None
+        elapsed = max(time.perf_counter() - self._started, 1e-3)
+        return f"{self._done / elapsed:,.1f} runs/s"
+
+    def close(self) -> None:
+        """Draw the last position, end the bar's line and show the cursor again."""
+        if self._bar is not None:
+            if self._done != self._bar.pos or self._total != self._bar.length:
+                self._draw()
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+@contextmanager
+def progress(
+    label: str, *, enabled: bool, total: int | None = None, file: TextIO | None = None
+) -> Iterator[Progress]:
+    """A progress bar on stderr (or ``file``) while the block runs, fed by ``(done, total)``.
+
+    Only on a terminal and only when ``enabled`` (commands pass ``not as_json``): anywhere
+    else it prints nothing at all, not even click's one label line, so scripts and tests
+    see exactly the output they always did. ``total`` draws the empty bar at once.
+    """
+    stream = sys.stderr if file is None else file
+    shown = enabled and _isatty(stream)
+    bar = Progress(label, stream if shown else None)
+    try:
+        if total is not None:
+            bar(0, total)
+        yield bar
+    finally:
+        bar.close()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:

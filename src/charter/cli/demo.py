@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from charter.cli.common import echo_json, handle_errors
+from charter.cli.common import echo_json, handle_errors, progress
 from charter.cli.runs import db_option, json_option
 from charter.errors import UsageError
 from charter.ledger.store import open_store
@@ -52,7 +52,8 @@ def demo_cmd(tickets: int, seed: int, payments: str, db: str, as_json: bool) -> 
             f"the demo needs the examples/ directory of a Charter checkout ({exc}); run it from the repository root"
         ) from None
     runtime = Runtime(open_store(db, create=True))
-    s = demo.run(runtime, tickets=tickets, seed=seed)
+    with progress("processing", enabled=not as_json) as bar:
+        s = demo.run(runtime, tickets=tickets, seed=seed, progress=bar)
     if as_json:
         echo_json(s)
         return

@@ -8,14 +8,15 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
 import click
 
-from charter.cli.common import echo_json, handle_errors, parse_json_object
+from charter.cli.common import echo_json, handle_errors, parse_json_object, progress
 from charter.contract.model import Contract
 from charter.contract.registry import load_packs
 from charter.errors import CharterError, UsageError, WorkerCrashedError
@@ -43,13 +44,14 @@ from charter.ledger.events import (
     StoredEvent,
 )
 from charter.ledger.sqlbase import SqlStore
-from charter.ledger.store import open_store
+from charter.ledger.store import Store, open_store
 from charter.ledger.verify import verify
+from charter.policy.testing import parse_instant
 from charter.runs.limits import Limits
 from charter.runs.replay import replay
 from charter.runs.report import build_report
 from charter.runs.runtime import Runtime
-from charter.runs.state import RunState, parse_time
+from charter.runs.state import RunState, format_time, parse_time
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,6 +80,69 @@ def db_option(func: F) -> F:
 
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def since_option(func: F) -> F:
+    return click.option("--since", help="Only runs submitted at or after this ISO 8601 instant.")(
+        func
+    )
+
+
+def limit_option(func: F) -> F:
+    return click.option(
+        "--limit",
+        type=click.IntRange(1),
+        default=None,
+        help="At most this many runs, the oldest first.",
+    )(func)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What ``--since``/``--limit`` left out, said beside every count so that a partial
+    check is never read as a full one."""
+
+    since: str | None  # the instant, in UTC, as ISO 8601
+    limit: int | None
+    matching: int  # runs submitted since then, before the limit
+
+    def note(self) -> str:
+        """`` (submitted since …, first N of M)``, or nothing when nothing was left out."""
+        parts = []
+        if self.since is not None:
+            parts.append(f"submitted since {self.since}")
+        if self.limit is not None and self.matching > self.limit:
+            parts.append(f"first {self.limit} of {self.matching}")
+        return f" ({', '.join(parts)})" if parts else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"since": self.since, "limit": self.limit, "matching": self.matching}
+
+
+def parse_since(since: str | None) -> datetime | None:
+    """``--since`` as an instant; a usage error naming the option when it is not one."""
+    try:
+        return parse_instant(since) if since is not None else None
+    except ValueError as exc:
+        raise UsageError(f"option --since: {exc}") from None
+
+
+def select_runs(
+    store: Store,
+    instant: datetime | None,
+    limit: int | None,
+    *,
+    contract_name: str | None = None,
+) -> tuple[list[str], Bounds | None]:
+    """Run ids, oldest first, submitted at or after ``instant``, at most ``limit`` of them;
+    with the bounds applied (``None`` when neither was given)."""
+    ids = store.run_ids(
+        contract_name=contract_name, since=format_time(instant) if instant else None
+    )
+    if instant is None and limit is None:
+        return ids, None
+    shown = instant.isoformat().replace("+00:00", "Z") if instant else None
+    return ids[:limit], Bounds(shown, limit, len(ids))
 
 
 def _runtime(db: str, *, write: bool = False, create: bool = False) -> Runtime:
@@ -518,27 +583,43 @@ def review_reject(
 # -- ledger-wide -------------------------------------------------------------------------
 @click.command("verify")
 @click.argument("run_ids", nargs=-1)
+@since_option
+@limit_option
 @db_option
 @json_option
 @handle_errors
-def verify_cmd(run_ids: tuple[str, ...], db: str, as_json: bool) -> None:
+def verify_cmd(
+    run_ids: tuple[str, ...], since: str | None, limit: int | None, db: str, as_json: bool
+) -> None:
     """Check the hash chain of every run (or the given runs); exit 1 on the first broken link of any."""
-    store = open_store(db, read_only=True)
-    ids = [store.find_run(r).run_id for r in run_ids] if run_ids else store.run_ids()
-    checked, broken = verify(store, ids)
-    if as_json:
-        echo_json(
-            {
-                "checked": checked,
-                "intact": checked - len(broken),
-                "broken": [b.to_dict() for b in broken],
-            }
+    if run_ids and (since is not None or limit is not None):
+        raise UsageError(
+            "--since and --limit choose runs from the ledger; name runs or bound the check, not both"
         )
+    instant = parse_since(since)
+    store = open_store(db, read_only=True)
+    bounds = None
+    if run_ids:
+        ids = [store.find_run(r).run_id for r in run_ids]
+    else:
+        ids, bounds = select_runs(store, instant, limit)
+    with progress("checking", enabled=not as_json, total=len(ids)) as bar:
+        checked, broken = verify(store, ids, bar)
+    if as_json:
+        out: dict[str, Any] = {
+            "checked": checked,
+            "intact": checked - len(broken),
+            "broken": [b.to_dict() for b in broken],
+        }
+        if bounds is not None:
+            out["bounds"] = bounds.to_dict()
+        echo_json(out)
     else:
         for b in broken:
             click.echo(f"BROKEN {b.run_id} at event {b.seq}: {b.problem}")
         click.echo(
-            f"{checked} run(s) checked, {checked - len(broken)} intact, {len(broken)} broken"
+            f"{checked} run(s) checked{bounds.note() if bounds else ''}, "
+            f"{checked - len(broken)} intact, {len(broken)} broken"
         )
     if broken:
         raise SystemExit(1)
@@ -562,29 +643,53 @@ def migrate_cmd(db: str) -> None:
 @click.command("replay")
 @click.argument("run_ids", nargs=-1)
 @click.option("--all", "all_runs", is_flag=True, help="Replay every run in the ledger.")
+@click.option("--since", help="With --all: only runs submitted at or after this ISO 8601 instant.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="With --all: at most this many runs, the oldest first.",
+)
 @db_option
 @json_option
 @handle_errors
-def replay_cmd(run_ids: tuple[str, ...], all_runs: bool, db: str, as_json: bool) -> None:
+def replay_cmd(
+    run_ids: tuple[str, ...],
+    all_runs: bool,
+    since: str | None,
+    limit: int | None,
+    db: str,
+    as_json: bool,
+) -> None:
     """Re-decide runs from the ledger (no model or executor calls); exit 1 on any divergence."""
-    rt = _runtime(db)
     if not run_ids and not all_runs:
         raise UsageError("name a run id, or pass --all")
-    ids = rt.store.run_ids() if all_runs else [rt.store.find_run(r).run_id for r in run_ids]
+    if not all_runs and (since is not None or limit is not None):
+        raise UsageError("--since and --limit bound --all; pass --all, or drop them")
+    instant = parse_since(since)
+    rt = _runtime(db)
+    bounds = None
+    if all_runs:
+        ids, bounds = select_runs(rt.store, instant, limit)
+    else:
+        ids = [rt.store.find_run(r).run_id for r in run_ids]
     results = []
-    for rid in ids:
-        row = rt.store.get_run(rid)
-        results.append(replay(rt.store, rt.contract_for(row.policy_hash), rid))
+    with progress("replaying", enabled=not as_json, total=len(ids)) as bar:
+        for done, rid in enumerate(ids, 1):
+            row = rt.store.get_run(rid)
+            results.append(replay(rt.store, rt.contract_for(row.policy_hash), rid))
+            bar(done, len(ids))
     diverged = [r for r in results if not r.agrees]
     if as_json:
-        echo_json(
-            {
-                "runs": len(results),
-                "agree": len(results) - len(diverged),
-                # with --all, only the runs that diverge (the rest agree)
-                "results": [r.to_dict() for r in (diverged if all_runs else results)],
-            }
-        )
+        out: dict[str, Any] = {
+            "runs": len(results),
+            "agree": len(results) - len(diverged),
+            # with --all, only the runs that diverge (the rest agree)
+            "results": [r.to_dict() for r in (diverged if all_runs else results)],
+        }
+        if bounds is not None:
+            out["bounds"] = bounds.to_dict()
+        echo_json(out)
     else:
         for r in results:
             if r.agrees:
@@ -595,7 +700,8 @@ def replay_cmd(run_ids: tuple[str, ...], all_runs: bool, db: str, as_json: bool)
                     f"{r.run_id}: DIVERGES at event {r.divergence['seq'] if r.divergence else '?'}: {json.dumps(r.divergence)}"
                 )
         click.echo(
-            f"{len(results)} run(s) replayed, {len(results) - len(diverged)} agree, {len(diverged)} diverge"
+            f"{len(results)} run(s) replayed{bounds.note() if bounds else ''}, "
+            f"{len(results) - len(diverged)} agree, {len(diverged)} diverge"
         )
     if diverged:
         raise SystemExit(1)
@@ -827,7 +933,8 @@ def report_cmd(contract: str | None, db: str, as_json: bool) -> None:
     multiple=True,
     help="Only these runs (repeatable); default: every run of the contract's name.",
 )
-@click.option("--since", help="Only runs submitted at or after this ISO 8601 instant.")
+@since_option
+@limit_option
 @click.option(
     "--packs",
     "pack_paths",
@@ -842,31 +949,38 @@ def backtest_cmd(
     contract: Path,
     run_ids: tuple[str, ...],
     since: str | None,
+    limit: int | None,
     pack_paths: tuple[Path, ...],
     db: str,
     as_json: bool,
 ) -> None:
     """Evaluate a new contract version against recorded runs and report which decisions change."""
-    from charter.policy.testing import parse_instant
     from charter.runs.replay import backtest
-    from charter.runs.state import format_time
 
+    if run_ids and (since is not None or limit is not None):
+        raise UsageError(
+            "--since and --limit choose runs from the ledger; pass --runs or bound the backtest, not both"
+        )
+    instant = parse_since(since)
     new = Contract.load(contract, load_packs(list(pack_paths)))
     rt = _runtime(db)
+    bounds = None
     if run_ids:
         ids = [rt.store.find_run(r).run_id for r in run_ids]
     else:
-        try:
-            since_at = format_time(parse_instant(since)) if since else None
-        except ValueError as exc:
-            raise UsageError(f"option --since: {exc}") from None
-        ids = rt.store.run_ids(contract_name=new.name, since=since_at)
-    result = backtest(rt.store, new, ids, rt.contract_for)
+        ids, bounds = select_runs(rt.store, instant, limit, contract_name=new.name)
+    with progress("evaluating", enabled=not as_json, total=len(ids)) as bar:
+        result = backtest(rt.store, new, ids, rt.contract_for, bar)
     if as_json:
-        echo_json(result.to_dict())
+        out = result.to_dict()
+        if bounds is not None:
+            out["bounds"] = bounds.to_dict()
+        echo_json(out)
         return
     click.echo(
-        f"backtest of {new.ref} against {result.runs} run(s) of {', '.join(result.old) or '-'}: {result.decisions} decisions, {len(result.changes)} would change"
+        f"backtest of {new.ref} against {result.runs} run(s) of {', '.join(result.old) or '-'}"
+        f"{bounds.note() if bounds else ''}: {result.decisions} decisions, "
+        f"{len(result.changes)} would change"
     )
     for line in result.summary():
         click.echo(f"  {line}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from charter.errors import StoreError
@@ -61,7 +62,18 @@ def verify_run(store: Store, run_id: str) -> Broken | None:
     return None
 
 
-def verify(store: Store, run_ids: list[str]) -> tuple[int, list[Broken]]:
-    """Verify several runs; return how many were checked and every broken one."""
-    broken = [b for b in (verify_run(store, r) for r in run_ids) if b is not None]
+def verify(
+    store: Store, run_ids: list[str], progress: Callable[[int, int], None] | None = None
+) -> tuple[int, list[Broken]]:
+    """Verify several runs; return how many were checked and every broken one.
+
+    ``progress(done, total)``, if given, is called after each run.
+    """
+    broken: list[Broken] = []
+    for done, run_id in enumerate(run_ids, 1):
+        found = verify_run(store, run_id)
+        if found is not None:
+            broken.append(found)
+        if progress is not None:
+            progress(done, len(run_ids))
     return len(run_ids), broken

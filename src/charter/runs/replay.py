@@ -10,7 +10,7 @@ decisions would change.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,8 +202,17 @@ class BacktestResult:
         }
 
 
-def backtest(store: Store, new: Contract, run_ids: list[str], contract_for: Any) -> BacktestResult:
-    """Evaluate ``new`` at every decision recorded in ``run_ids`` and count what would change."""
+def backtest(
+    store: Store,
+    new: Contract,
+    run_ids: list[str],
+    contract_for: Any,
+    progress: Callable[[int, int], None] | None = None,
+) -> BacktestResult:
+    """Evaluate ``new`` at every decision recorded in ``run_ids`` and count what would change.
+
+    ``progress(done, total)``, if given, is called after each run.
+    """
     result = BacktestResult(old=[], new=new.ref)
     old_refs: set[str] = set()
     live = LedgerHistory(store)
@@ -235,5 +244,7 @@ def backtest(store: Store, new: Contract, run_ids: list[str], contract_for: Any)
                 result.changes.append(
                     Change(run_id, rec.seq, rec.at, rec.action, before, after, rules)
                 )
+        if progress is not None:
+            progress(result.runs, len(run_ids))
     result.old = sorted(old_refs)
     return result
