@@ -20,6 +20,14 @@ class Migration:
     postgres: tuple[str, ...] = ()
 
 
+#: Derived data only: the roll-up is recomputed from the calls it sums, losing nothing.
+_REBUILD_SPEND_DAILY = (
+    "DELETE FROM model_spend_daily",
+    """INSERT INTO model_spend_daily (contract_name, day, calls, cost_usd)
+       SELECT contract_name, substr(at, 1, 10), count(*), sum(cost_usd)
+       FROM model_calls GROUP BY contract_name, substr(at, 1, 10)""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -289,5 +297,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX rate_slots_key ON rate_slots (key, at)",
             "CREATE INDEX runs_leased ON runs (contract_name) WHERE lease_owner IS NOT NULL",
         ),
+    ),
+    Migration(
+        4,
+        "daily spend roll-up rebuilt from model_calls (PostgreSQL created it but never kept it)",
+        _REBUILD_SPEND_DAILY,
+        postgres=_REBUILD_SPEND_DAILY,
     ),
 )

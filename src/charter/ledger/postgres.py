@@ -1,7 +1,8 @@
 """The shared ledger: PostgreSQL, for many workers on many machines.
 
-Same tables, same semantics as :mod:`charter.ledger.sqlite` (one conformance suite runs on
-both); what changes is how concurrency is made safe:
+Same tables, same statements as :mod:`charter.ledger.sqlite` — every statement is written
+once in :mod:`charter.ledger.sqlbase`, and one conformance suite runs on both stores. What
+this module adds are the hooks that make concurrency safe across machines:
 
 * an append locks its run's row (``FOR NO KEY UPDATE``) and checks the last sequence number
   and the lease epoch under that lock, in the transaction that inserts the events and
@@ -26,7 +27,6 @@ carry on": the ledger itself is never left half-written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -41,27 +41,11 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from charter.errors import NotFoundError, StoreError
-from charter.ledger.chain import GENESIS, canonical, event_hash
-from charter.ledger.events import (
-    ActionCompleted,
-    Event,
-    ModelCalled,
-    ReviewDecided,
-    ReviewRequested,
-    RunCancelled,
-    StoredEvent,
-)
+from charter.errors import StoreError
 from charter.ledger.migrations import MIGRATIONS
-from charter.ledger.sqlbase import REVIEW_COLUMNS as _REVIEW_COLUMNS
-from charter.ledger.sqlbase import RUN_COLUMNS as _RUN_COLUMNS
-from charter.ledger.sqlbase import SqlStore, encode_events
-from charter.ledger.sqlbase import run_row as _run
+from charter.ledger.sqlbase import Cursor, SqlStore
 from charter.ledger.store import (
-    _UNSET,
     DEFAULT_PAYLOAD_CAP,
-    ConflictError,
-    RunRow,
     StoreUnavailableError,
     check_schema_version,
 )
@@ -70,11 +54,6 @@ T = TypeVar("T")
 
 _ATTEMPTS = 4
 _DEFAULT_POOL = 10
-_RUNNABLE = (
-    "status IN ('queued', 'waiting') "
-    "AND (status = 'queued' OR (wake_at IS NOT NULL AND wake_at <= %(now)s)) "
-    "AND (lease_expires IS NULL OR lease_expires < %(now)s)"
-)
 
 
 def parse_url(url: str) -> tuple[str, str, int]:
@@ -270,10 +249,6 @@ class PostgresStore(SqlStore):
         with suppress(Exception):
             self._pool.check()
 
-    def _notify(self, cur: psycopg.Cursor[Any]) -> None:
-        """Wake idle workers when this transaction commits (NOTIFY is transactional)."""
-        cur.execute("SELECT pg_notify(%s, '')", (self._channel,))
-
     # -- schema ----------------------------------------------------------------------
     def _migrate(self, create: bool) -> None:
         missing = [m.version for m in MIGRATIONS if not m.postgres]
@@ -328,320 +303,44 @@ class PostgresStore(SqlStore):
         except psycopg.Error as exc:
             raise StoreError(f"{self._where} is not a usable Charter ledger: {exc}") from None
 
-    # -- contracts -------------------------------------------------------------------
-    def save_bundle(self, policy_hash: str, ref: str, bundle: Mapping[str, Any]) -> None:
-        text = canonical(bundle)
+    # -- the dialect's hooks (charter.ledger.sqlbase) ------------------------------------
+    LOCK_ROW = " FOR NO KEY UPDATE"
+    SKIP_LOCKED = " FOR NO KEY UPDATE SKIP LOCKED"
+    JSON_PARAM = "?::jsonb"
 
-        def fn(cur: psycopg.Cursor[Any]) -> None:
-            cur.execute(
-                "INSERT INTO contracts (policy_hash, ref, bundle) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (policy_hash, ref, text),
-            )
-
-        self._tx(fn, repeatable=True)
-
-    # -- events ----------------------------------------------------------------------
-    def _encode(self, cur: psycopg.Cursor[Any], data_json: str) -> str:
-        if len(data_json) <= self.payload_cap:
-            return data_json
-        sha = hashlib.sha256(data_json.encode("utf-8")).hexdigest()
-        cur.execute(
-            "INSERT INTO blobs (sha256, size, data) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            (sha, len(data_json), data_json),
+    def _transaction(
+        self, fn: Callable[[Cursor], T], *, repeatable: bool = False, single: bool = False
+    ) -> T:
+        # statements that need no answer go in one batch with the COMMIT (pipeline mode)
+        return self._tx(
+            lambda raw: fn(Cursor(raw, pyformat=True)),
+            repeatable=repeatable,
+            pipeline=not single,
+            single=single,
         )
-        return canonical({"$blob": sha, "size": len(data_json)})
 
-    def create_run(
-        self,
-        run_id: str,
-        *,
-        contract: str,
-        contract_name: str,
-        policy_hash: str,
-        idempotency_key: str | None,
-        event: Event,
-        at: str,
-    ) -> tuple[str, bool]:
-        [(_, data_json)] = encode_events(run_id, [event])
-        h = event_hash(GENESIS, run_id, 1, event.TYPE, at, data_json)
+    def _lock(self, cur: Cursor, *names: str) -> None:
+        # advisory locks are per database, so their keys name the schema; taken in one
+        # statement in key order, so two claimers never wait on each other in a cycle
+        keys = [self._lock_key(*name.split(":", 1)) for name in names]
+        cur.run(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+            "FROM unnest(?::text[]) AS k ORDER BY k",
+            (keys,),
+        )
 
-        def fn(cur: psycopg.Cursor[Any]) -> tuple[str, bool]:
-            cur.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
-                "(%s,%s,%s,%s,'queued',%s,%s,%s,NULL,NULL,NULL,0,1,%s) "
-                "ON CONFLICT DO NOTHING RETURNING run_id",
-                (run_id, contract, contract_name, policy_hash, idempotency_key, at, at, h),
-            )
-            if cur.fetchone() is None:
-                # the key is known (or this very run was created by an earlier attempt whose
-                # COMMIT went unanswered: run ids are random, so a clash is that attempt)
-                row = cur.execute(
-                    "SELECT run_id FROM runs WHERE run_id = %s OR idempotency_key = %s",
-                    (run_id, idempotency_key),
-                ).fetchone()
-                if row is None:  # pragma: no cover - the conflicting row vanished
-                    raise StoreError(f"could not create run {run_id}")
-                return str(row[0]), row[0] == run_id
-            cur.execute(
-                "INSERT INTO events (run_id, seq, type, at, data, prev_hash, hash) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                (run_id, 1, event.TYPE, at, self._encode(cur, data_json), GENESIS, h),
-            )
-            self._notify(cur)
-            return run_id, True
+    def _notify(self, cur: Cursor) -> None:
+        """Wake idle workers when this transaction commits (NOTIFY is transactional)."""
+        cur.run("SELECT pg_notify(?, '')", (self._channel,))
 
-        return self._tx(fn, repeatable=True, pipeline=True)
-
-    def append(
-        self,
-        run_id: str,
-        events: Sequence[Event],
-        *,
-        expected_seq: int,
-        at: str,
-        epoch: int | None = None,
-        status: str | None = None,
-        wake_at: str | None = _UNSET,
-    ) -> list[StoredEvent]:
-        encoded = encode_events(run_id, events)
-
-        def fn(cur: psycopg.Cursor[Any]) -> list[StoredEvent]:
-            stored: list[StoredEvent] = []
-            row = cur.execute(
-                "SELECT last_seq, last_hash, epoch, contract, contract_name FROM runs "
-                "WHERE run_id = %s FOR NO KEY UPDATE",
-                (run_id,),
-            ).fetchone()
-            if row is None:
-                raise NotFoundError(f"no run {run_id}")
-            last_seq, prev, current_epoch, contract, contract_name = row
-            if last_seq != expected_seq:
-                raise ConflictError(
-                    f"run {run_id} moved on (at event {last_seq}, expected {expected_seq})"
-                )
-            if epoch is not None and current_epoch != epoch:
-                raise ConflictError(
-                    f"lease on run {run_id} was taken over (epoch {current_epoch}, ours {epoch})"
-                )
-            seq = last_seq
-            rows = []
-            for ev, data_json in encoded:
-                seq += 1
-                h = event_hash(prev, run_id, seq, ev.TYPE, at, data_json)
-                rows.append((run_id, seq, ev.TYPE, at, self._encode(cur, data_json), prev, h))
-                stored.append(StoredEvent(run_id, seq, at, ev, prev, h))
-                prev = h
-            cur.executemany(
-                "INSERT INTO events (run_id, seq, type, at, data, prev_hash, hash) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                rows,
-            )
-            for s in stored:
-                self._project(cur, s, contract, contract_name)
-            sets = ["last_seq = %s", "last_hash = %s", "updated_at = %s"]
-            params: list[Any] = [seq, prev, at]
-            if status is not None:
-                sets.append("status = %s")
-                params.append(status)
-            if wake_at is not _UNSET:
-                sets.append("wake_at = %s")
-                params.append(wake_at)
-            cur.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = %s", (*params, run_id))
-            if status == "queued":
-                self._notify(cur)
-            return stored
-
-        # repeatable: a retry after an unanswered COMMIT that did apply finds the run moved
-        # on and raises ConflictError, and the runtime re-reads the ledger, as after any race
-        return self._tx(fn, repeatable=True, pipeline=True)
-
-    def _project(
-        self, cur: psycopg.Cursor[Any], stored: StoredEvent, contract: str, contract_name: str
-    ) -> None:
-        run_id, ev = stored.run_id, stored.event
-        if isinstance(ev, ModelCalled):
-            cur.execute(
-                "INSERT INTO model_calls (run_id, seq, step, attempt, contract_name, provider, "
-                "model, at, prompt_hash, input_tokens, cached_input_tokens, cache_write_tokens, "
-                "output_tokens, reasoning_tokens, cost_usd) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-                (
-                    run_id,
-                    stored.seq,
-                    ev.step,
-                    ev.attempt,
-                    contract_name,
-                    ev.provider,
-                    ev.model,
-                    stored.at,
-                    ev.prompt_hash,
-                    ev.input_tokens,
-                    ev.cached_input_tokens or 0,
-                    ev.cache_write_tokens or 0,
-                    ev.output_tokens,
-                    ev.reasoning_tokens or 0,
-                    ev.cost_usd,
-                ),
-            )
-        elif isinstance(ev, ActionCompleted) and not ev.compensation:
-            cur.execute(
-                "INSERT INTO executed_actions (run_id, step, action, args, at) "
-                "VALUES (%s,%s,%s,%s::jsonb,%s) ON CONFLICT DO NOTHING",
-                (run_id, ev.step, ev.action, canonical(ev.match_form), ev.completed_at),
-            )
-        elif isinstance(ev, ReviewRequested):
-            cur.execute(
-                f"INSERT INTO reviews ({_REVIEW_COLUMNS}) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,'pending',%s,%s,%s,%s,NULL,NULL,NULL)",
-                (
-                    ev.review_id,
-                    run_id,
-                    contract,
-                    ev.kind,
-                    ev.step,
-                    ev.action,
-                    ev.effect,
-                    json.dumps(ev.reviewers),
-                    json.dumps(ev.reasons),
-                    ev.requested_at,
-                    ev.due_at,
-                ),
-            )
-        elif isinstance(ev, RunCancelled):
-            cur.execute(
-                "UPDATE reviews SET status = 'cancelled' WHERE run_id = %s AND status = 'pending'",
-                (run_id,),
-            )
-        elif isinstance(ev, ReviewDecided):
-            cur.execute(
-                "UPDATE reviews SET status = 'decided', decided_at = %s, decided_by = %s, "
-                "verdict = %s WHERE review_id = %s",
-                (ev.decided_at, ev.by, ev.verdict, ev.review_id),
-            )
-
-    # -- queue -----------------------------------------------------------------------
-    def claim(
-        self,
-        worker: str,
-        now: str,
-        lease_until: str,
-        *,
-        max_per_contract: Mapping[str, int] | None = None,
-    ) -> RunRow | None:
-        def fn(cur: psycopg.Cursor[Any]) -> RunRow | None:
-            full: list[str] = []
-            if max_per_contract:
-                # claims of capped contracts take their advisory locks (in name order, so
-                # claimers never deadlock): counting live leases and adding one is atomic
-                names = sorted(max_per_contract)
-                cur.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
-                    "FROM unnest(%s::text[]) AS k ORDER BY k",
-                    ([self._lock_key("concurrency", n) for n in names],),
-                )
-                leased = dict(
-                    cur.execute(
-                        "SELECT contract_name, count(*) FROM runs WHERE lease_owner IS NOT NULL "
-                        "AND lease_expires >= %s AND contract_name = ANY(%s::text[]) "
-                        "GROUP BY contract_name",
-                        (now, names),
-                    ).fetchall()
-                )
-                full = [n for n in names if leased.get(n, 0) >= max_per_contract[n]]
-            row = cur.execute(
-                f"UPDATE runs SET lease_owner = %(worker)s, lease_expires = %(until)s, "
-                f"epoch = epoch + 1 WHERE run_id = ("
-                f"SELECT run_id FROM runs WHERE {_RUNNABLE} "
-                "AND NOT (contract_name = ANY(%(full)s::text[])) "
-                "ORDER BY updated_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED"
-                f") RETURNING {_RUN_COLUMNS}",
-                {"worker": worker, "until": lease_until, "now": now, "full": full},
-            ).fetchone()
-            return None if row is None else _run(row)
-
-        # repeatable: a claim whose answer was lost leaves a lease nobody uses, which simply
-        # expires; the single-statement form (no caps) needs no explicit transaction
-        return self._tx(fn, repeatable=True, single=not max_per_contract)
-
-    def claim_run(self, run_id: str, worker: str, now: str, lease_until: str) -> RunRow | None:
-        def fn(cur: psycopg.Cursor[Any]) -> RunRow | None:
-            row = cur.execute(
-                "UPDATE runs SET lease_owner = %(worker)s, lease_expires = %(until)s, "
-                "epoch = epoch + 1 WHERE run_id = %(run)s AND (lease_expires IS NULL "
-                f"OR lease_expires < %(now)s OR lease_owner = %(worker)s) RETURNING {_RUN_COLUMNS}",
-                {"worker": worker, "until": lease_until, "now": now, "run": run_id},
-            ).fetchone()
-            return None if row is None else _run(row)
-
-        leased = self._tx(fn, repeatable=True, single=True)
-        if leased is None:
-            self.get_run(run_id)
-        return leased
-
-    def renew(self, run_id: str, worker: str, epoch: int, lease_until: str) -> bool:
-        def fn(cur: psycopg.Cursor[Any]) -> bool:
-            cur.execute(
-                "UPDATE runs SET lease_expires = %s "
-                "WHERE run_id = %s AND lease_owner = %s AND epoch = %s",
-                (lease_until, run_id, worker, epoch),
-            )
-            return cur.rowcount == 1
-
-        return self._tx(fn, repeatable=True, single=True)
-
-    def release(self, run_id: str, worker: str, epoch: int) -> None:
-        def fn(cur: psycopg.Cursor[Any]) -> None:
-            # released unfinished (a stopping worker): NOTIFY hands it on at once
-            cur.execute(
-                "WITH released AS (UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
-                "WHERE run_id = %s AND lease_owner = %s AND epoch = %s RETURNING status) "
-                "SELECT pg_notify(%s, '') FROM released WHERE status = 'queued'",
-                (run_id, worker, epoch, self._channel),
-            )
-
-        self._tx(fn, repeatable=True, single=True)
+    def _match_arg(self, key: str, value: Any) -> tuple[str, list[Any]]:
+        equal = _sqlite_equal(value)
+        if not equal:
+            return "FALSE", []
+        return "args -> ? = ANY(?::jsonb[])", [key, equal]
 
     def wait_for_work(self, timeout: float, stop: threading.Event | None = None) -> None:
         self._listener.wait(timeout, stop)
-
-    def acquire_rate_slot(self, key: str, limit: int, now: str, since: str) -> str | None:
-        def fn(cur: psycopg.Cursor[Any]) -> str | None:
-            cur.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                (self._lock_key("rate", key),),
-            )
-            cur.execute("DELETE FROM rate_slots WHERE key = %s AND at <= %s", (key, since))
-            count, oldest = cur.execute(
-                "SELECT count(*), min(at) FROM rate_slots WHERE key = %s", (key,)
-            ).fetchone() or (0, None)
-            if count >= limit:
-                return str(oldest)
-            cur.execute("INSERT INTO rate_slots (key, at) VALUES (%s, %s)", (key, now))
-            return None
-
-        return self._tx(fn)
-
-    # -- queries ---------------------------------------------------------------------
-    def count_executed(self, action: str, match: Mapping[str, Any], since: str, until: str) -> int:
-        query = "SELECT count(*) FROM executed_actions WHERE action = %s AND at >= %s AND at <= %s"
-        params: list[Any] = [action, since, until]
-        for key, value in match.items():
-            equal = _sqlite_equal(value)
-            if not equal:
-                query += " AND FALSE"
-                continue
-            query += " AND args -> %s = ANY(%s::jsonb[])"
-            params.extend([key, equal])
-        return int(self._read(query, params)[0][0])
-
-    def spend(self, contract_name: str, since: str, until: str) -> float:
-        rows = self._read(
-            "SELECT coalesce(sum(cost_usd), 0) FROM model_calls "
-            "WHERE contract_name = %s AND at >= %s AND at < %s",
-            (contract_name, since, until),
-        )
-        return float(rows[0][0])
 
 
 def _sqlite_equal(value: Any) -> list[str]:

@@ -1,30 +1,47 @@
-"""What the SQL stores share: the read side of the ledger, written once.
+"""The ledger in SQL, written once for SQLite and PostgreSQL.
 
-SQLite and PostgreSQL differ in how they write (locking, retries, notifications) but read
-the same tables the same way. These queries use ``?`` placeholders; a store whose driver
-wants another style translates them in its ``_read`` (no shared query contains a literal
-``?``).
+Every statement — appends and their projections, claims, leases, rate slots, reads — is
+here, with ``?`` placeholders (a driver that wants ``%s`` has them translated by
+:class:`Cursor`; no shared statement contains a literal ``?`` or ``%``). What differs
+between the two databases is kept to small hooks a store overrides:
+
+* :meth:`SqlStore._transaction` — how a write transaction is opened, committed and retried
+  (SQLite: ``BEGIN IMMEDIATE`` on one file; PostgreSQL: a pooled connection, retried when
+  nothing can have been applied twice);
+* :attr:`SqlStore.LOCK_ROW` / :attr:`SqlStore.SKIP_LOCKED` — row locks (PostgreSQL locks the
+  run it appends to and skips runs others are claiming; SQLite's ``BEGIN IMMEDIATE``
+  already serialises writers);
+* :meth:`SqlStore._lock` — named locks for limits that hold across workers (PostgreSQL
+  advisory locks; nothing on SQLite, for the same reason);
+* :meth:`SqlStore._notify` — waking idle workers (PostgreSQL ``NOTIFY``);
+* :attr:`SqlStore.JSON_PARAM` and :meth:`SqlStore._match_arg` — the JSON column of executed
+  actions and how ``count()`` compares one argument in it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from charter import jsontext
 from charter.errors import NotFoundError, StoreError
-from charter.ledger.chain import canonical
+from charter.ledger.chain import GENESIS, canonical, event_hash
 from charter.ledger.events import (
     ActionCompleted,
     Event,
     ModelCalled,
     ReviewDecided,
+    ReviewRequested,
+    RunCancelled,
     StoredEvent,
     decode,
 )
-from charter.ledger.store import RawEvent, ReviewRow, RunRow, Store
+from charter.ledger.store import _UNSET, ConflictError, RawEvent, ReviewRow, RunRow, Store
+
+T = TypeVar("T")
 
 RUN_COLUMNS = (
     "run_id, contract, contract_name, policy_hash, status, idempotency_key, created_at, "
@@ -79,12 +96,402 @@ def review_row(row: Sequence[Any]) -> ReviewRow:
     return ReviewRow(*values)
 
 
+class Cursor:
+    """A write transaction's cursor, taking ``?`` placeholders whatever the driver wants."""
+
+    def __init__(self, raw: Any, *, pyformat: bool = False) -> None:
+        self.raw = raw
+        self._pyformat = pyformat
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._pyformat else sql
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute one statement; the number of rows it changed."""
+        self.raw.execute(self._sql(sql), params)
+        return int(self.raw.rowcount)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.raw.execute(self._sql(sql), params)
+        return self.raw.fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self.raw.execute(self._sql(sql), params)
+        return list(self.raw.fetchall())
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.raw.executemany(self._sql(sql), rows)
+
+
+_MIDNIGHT = "T00:00:00.000000Z"
+#: Runs a worker may claim now (``?`` twice: now). Written so that PostgreSQL's partial
+#: index of queued and waiting runs answers it.
+_RUNNABLE = (
+    "status IN ('queued', 'waiting') "
+    "AND (status = 'queued' OR (wake_at IS NOT NULL AND wake_at <= ?)) "
+    "AND (lease_expires IS NULL OR lease_expires < ?)"
+)
+
+
 class SqlStore(Store):
-    """Reads shared by :class:`SQLiteStore` and :class:`PostgresStore`."""
+    """A ledger in a SQL database: every statement, with the dialect's hooks left open."""
+
+    #: appended to the SELECT that reads a run's head before appending to it
+    LOCK_ROW = ""
+    #: appended to the claim's choice of run, so concurrent claimers skip each other's
+    SKIP_LOCKED = ""
+    #: the placeholder of the executed actions' JSON argument column
+    JSON_PARAM = "?"
 
     @abstractmethod
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one read-only statement with ``?`` placeholders and return its rows."""
+
+    @abstractmethod
+    def _transaction(
+        self, fn: Callable[[Cursor], T], *, repeatable: bool = False, single: bool = False
+    ) -> T:
+        """Run ``fn`` in one write transaction and return its result.
+
+        ``repeatable``: running ``fn`` again after an unanswered ``COMMIT`` is harmless (it
+        detects its own earlier success or applies nothing new). ``single``: ``fn`` runs
+        one statement, which may be its own transaction.
+        """
+
+    def _lock(self, cur: Cursor, *names: str) -> None:
+        """Hold named locks until the transaction ends (limits shared by all workers)."""
+
+    def _notify(self, cur: Cursor) -> None:
+        """Tell idle workers, when the transaction commits, that a run became runnable."""
+
+    @abstractmethod
+    def _match_arg(self, key: str, value: Any) -> tuple[str, list[Any]]:
+        """The condition (and its parameters) that an executed action's argument ``key``
+        equals ``value``, as SQLite compares JSON values (see ``count_executed``)."""
+
+    # -- contracts -------------------------------------------------------------------
+    def save_bundle(self, policy_hash: str, ref: str, bundle: Mapping[str, Any]) -> None:
+        text = canonical(bundle)
+        self._transaction(
+            lambda cur: cur.run(
+                "INSERT INTO contracts (policy_hash, ref, bundle) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (policy_hash, ref, text),
+            ),
+            repeatable=True,
+            single=True,
+        )
+
+    # -- runs and events -------------------------------------------------------------
+    def _store_payload(self, cur: Cursor, data_json: str) -> str:
+        """The payload as stored: inline, or over the cap a reference to a blob."""
+        if len(data_json) <= self.payload_cap:
+            return data_json
+        sha = hashlib.sha256(data_json.encode("utf-8")).hexdigest()
+        cur.run(
+            "INSERT INTO blobs (sha256, size, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (sha, len(data_json), data_json),
+        )
+        return canonical({"$blob": sha, "size": len(data_json)})
+
+    def create_run(
+        self,
+        run_id: str,
+        *,
+        contract: str,
+        contract_name: str,
+        policy_hash: str,
+        idempotency_key: str | None,
+        event: Event,
+        at: str,
+    ) -> tuple[str, bool]:
+        [(_, data_json)] = encode_events(run_id, [event])
+        h = event_hash(GENESIS, run_id, 1, event.TYPE, at, data_json)
+
+        def fn(cur: Cursor) -> tuple[str, bool]:
+            created = cur.one(
+                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, 'queued', ?, ?, ?, NULL, NULL, NULL, 0, 1, ?) "
+                "ON CONFLICT DO NOTHING RETURNING run_id",
+                (run_id, contract, contract_name, policy_hash, idempotency_key, at, at, h),
+            )
+            if created is None:
+                # the key is known (or this very run was created by an earlier attempt whose
+                # COMMIT went unanswered: run ids are random, so a clash is that attempt)
+                row = cur.one(
+                    "SELECT run_id FROM runs WHERE run_id = ? OR idempotency_key = ?",
+                    (run_id, idempotency_key),
+                )
+                if row is None:  # pragma: no cover - the conflicting row vanished
+                    raise StoreError(f"could not create run {run_id}")
+                return str(row[0]), row[0] == run_id
+            cur.run(
+                "INSERT INTO events (run_id, seq, type, at, data, prev_hash, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, 1, event.TYPE, at, self._store_payload(cur, data_json), GENESIS, h),
+            )
+            self._notify(cur)
+            return run_id, True
+
+        return self._transaction(fn, repeatable=True)
+
+    def append(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int,
+        at: str,
+        epoch: int | None = None,
+        status: str | None = None,
+        wake_at: str | None = _UNSET,
+    ) -> list[StoredEvent]:
+        encoded = encode_events(run_id, events)
+
+        def fn(cur: Cursor) -> list[StoredEvent]:
+            row = cur.one(
+                "SELECT last_seq, last_hash, epoch, contract, contract_name FROM runs "
+                f"WHERE run_id = ?{self.LOCK_ROW}",
+                (run_id,),
+            )
+            if row is None:
+                raise NotFoundError(f"no run {run_id}")
+            last_seq, prev, current_epoch, contract, contract_name = row
+            if last_seq != expected_seq:
+                raise ConflictError(
+                    f"run {run_id} moved on (at event {last_seq}, expected {expected_seq})"
+                )
+            if epoch is not None and current_epoch != epoch:
+                raise ConflictError(
+                    f"lease on run {run_id} was taken over (epoch {current_epoch}, ours {epoch})"
+                )
+            stored: list[StoredEvent] = []
+            rows = []
+            seq = last_seq
+            for ev, data_json in encoded:
+                seq += 1
+                h = event_hash(prev, run_id, seq, ev.TYPE, at, data_json)
+                rows.append(
+                    (run_id, seq, ev.TYPE, at, self._store_payload(cur, data_json), prev, h)
+                )
+                stored.append(StoredEvent(run_id, seq, at, ev, prev, h))
+                prev = h
+            cur.many(
+                "INSERT INTO events (run_id, seq, type, at, data, prev_hash, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            for s in stored:
+                self._project(cur, s, contract, contract_name)
+            sets = ["last_seq = ?", "last_hash = ?", "updated_at = ?"]
+            params: list[Any] = [seq, prev, at]
+            if status is not None:
+                sets.append("status = ?")
+                params.append(status)
+            if wake_at is not _UNSET:
+                sets.append("wake_at = ?")
+                params.append(wake_at)
+            cur.run(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", (*params, run_id))
+            if status == "queued":
+                self._notify(cur)
+            return stored
+
+        # repeatable: a retry after an unanswered COMMIT that did apply finds the run moved
+        # on and raises ConflictError, and the runtime re-reads the ledger, as after any race
+        return self._transaction(fn, repeatable=True)
+
+    def _project(self, cur: Cursor, stored: StoredEvent, contract: str, contract_name: str) -> None:
+        """Keep the projections in step with the event, in the transaction that appends it.
+
+        Each (run, seq) is appended once (the events table's key), so a projection row is
+        never written twice for one event.
+        """
+        run_id, ev = stored.run_id, stored.event
+        if isinstance(ev, ModelCalled):
+            cur.run(
+                "INSERT INTO model_calls (run_id, seq, step, attempt, contract_name, provider, "
+                "model, at, prompt_hash, input_tokens, cached_input_tokens, cache_write_tokens, "
+                "output_tokens, reasoning_tokens, cost_usd) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    stored.seq,
+                    ev.step,
+                    ev.attempt,
+                    contract_name,
+                    ev.provider,
+                    ev.model,
+                    stored.at,
+                    ev.prompt_hash,
+                    ev.input_tokens,
+                    ev.cached_input_tokens or 0,
+                    ev.cache_write_tokens or 0,
+                    ev.output_tokens,
+                    ev.reasoning_tokens or 0,
+                    ev.cost_usd,
+                ),
+            )
+            cur.run(
+                "INSERT INTO model_spend_daily (contract_name, day, calls, cost_usd) "
+                "VALUES (?, ?, 1, ?) ON CONFLICT (contract_name, day) DO UPDATE SET "
+                "calls = model_spend_daily.calls + 1, "
+                "cost_usd = model_spend_daily.cost_usd + excluded.cost_usd",
+                (contract_name, stored.at[:10], ev.cost_usd),
+            )
+        elif isinstance(ev, ActionCompleted) and not ev.compensation:
+            cur.run(
+                "INSERT INTO executed_actions (run_id, step, action, args, at) "
+                f"VALUES (?, ?, ?, {self.JSON_PARAM}, ?) ON CONFLICT DO NOTHING",
+                (run_id, ev.step, ev.action, canonical(ev.match_form), ev.completed_at),
+            )
+        elif isinstance(ev, ReviewRequested):
+            cur.run(
+                f"INSERT INTO reviews ({REVIEW_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, NULL, NULL, NULL)",
+                (
+                    ev.review_id,
+                    run_id,
+                    contract,
+                    ev.kind,
+                    ev.step,
+                    ev.action,
+                    ev.effect,
+                    json.dumps(ev.reviewers),
+                    json.dumps(ev.reasons),
+                    ev.requested_at,
+                    ev.due_at,
+                ),
+            )
+        elif isinstance(ev, RunCancelled):
+            cur.run(
+                "UPDATE reviews SET status = 'cancelled' WHERE run_id = ? AND status = 'pending'",
+                (run_id,),
+            )
+        elif isinstance(ev, ReviewDecided):
+            cur.run(
+                "UPDATE reviews SET status = 'decided', decided_at = ?, decided_by = ?, "
+                "verdict = ? WHERE review_id = ?",
+                (ev.decided_at, ev.by, ev.verdict, ev.review_id),
+            )
+
+    # -- queue -----------------------------------------------------------------------
+    def claim(
+        self,
+        worker: str,
+        now: str,
+        lease_until: str,
+        *,
+        max_per_contract: Mapping[str, int] | None = None,
+    ) -> RunRow | None:
+        def fn(cur: Cursor) -> RunRow | None:
+            full: list[str] = []
+            if max_per_contract:
+                # counting live leases and taking one more must not race another claimer:
+                # the capped contracts' locks (in name order, so claimers never deadlock)
+                names = sorted(max_per_contract)
+                self._lock(cur, *(f"concurrency:{n}" for n in names))
+                marks = ", ".join("?" * len(names))
+                leased = dict(
+                    cur.all(
+                        "SELECT contract_name, count(*) FROM runs WHERE lease_owner IS NOT NULL "
+                        f"AND lease_expires >= ? AND contract_name IN ({marks}) "
+                        "GROUP BY contract_name",
+                        (now, *names),
+                    )
+                )
+                full = [n for n in names if leased.get(n, 0) >= max_per_contract[n]]
+            skip = f"AND contract_name NOT IN ({', '.join('?' * len(full))}) " if full else ""
+            row = cur.one(
+                "UPDATE runs SET lease_owner = ?, lease_expires = ?, epoch = epoch + 1 "
+                f"WHERE run_id = (SELECT run_id FROM runs WHERE {_RUNNABLE} {skip}"
+                f"ORDER BY updated_at LIMIT 1{self.SKIP_LOCKED}) RETURNING {RUN_COLUMNS}",
+                (worker, lease_until, now, now, *full),
+            )
+            return None if row is None else run_row(row)
+
+        # repeatable: a claim whose answer was lost leaves a lease nobody uses, which simply
+        # expires; without caps it is one statement
+        return self._transaction(fn, repeatable=True, single=not max_per_contract)
+
+    def claim_run(self, run_id: str, worker: str, now: str, lease_until: str) -> RunRow | None:
+        row = self._transaction(
+            lambda cur: cur.one(
+                "UPDATE runs SET lease_owner = ?, lease_expires = ?, epoch = epoch + 1 "
+                "WHERE run_id = ? AND (lease_expires IS NULL OR lease_expires < ? "
+                f"OR lease_owner = ?) RETURNING {RUN_COLUMNS}",
+                (worker, lease_until, run_id, now, worker),
+            ),
+            repeatable=True,
+            single=True,
+        )
+        if row is None:
+            self.get_run(run_id)  # a missing run is NotFound, a held one is None
+            return None
+        return run_row(row)
+
+    def renew(self, run_id: str, worker: str, epoch: int, lease_until: str) -> bool:
+        changed = self._transaction(
+            lambda cur: cur.run(
+                "UPDATE runs SET lease_expires = ? "
+                "WHERE run_id = ? AND lease_owner = ? AND epoch = ?",
+                (lease_until, run_id, worker, epoch),
+            ),
+            repeatable=True,
+            single=True,
+        )
+        return changed == 1
+
+    def release(self, run_id: str, worker: str, epoch: int) -> None:
+        def fn(cur: Cursor) -> None:
+            row = cur.one(
+                "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE run_id = ? AND lease_owner = ? AND epoch = ? RETURNING status",
+                (run_id, worker, epoch),
+            )
+            if row is not None and row[0] == "queued":
+                self._notify(cur)  # released unfinished (a stopping worker): hand it on
+
+        self._transaction(fn, repeatable=True)
+
+    def acquire_rate_slot(self, key: str, limit: int, now: str, since: str) -> str | None:
+        def fn(cur: Cursor) -> str | None:
+            self._lock(cur, f"rate:{key}")
+            cur.run("DELETE FROM rate_slots WHERE key = ? AND at <= ?", (key, since))
+            count, oldest = cur.one(
+                "SELECT count(*), min(at) FROM rate_slots WHERE key = ?", (key,)
+            ) or (0, None)
+            if count >= limit:
+                return str(oldest)
+            cur.run("INSERT INTO rate_slots (key, at) VALUES (?, ?)", (key, now))
+            return None
+
+        return self._transaction(fn)
+
+    # -- queries ---------------------------------------------------------------------
+    def count_executed(self, action: str, match: Mapping[str, Any], since: str, until: str) -> int:
+        sql = "SELECT count(*) FROM executed_actions WHERE action = ? AND at >= ? AND at <= ?"
+        params: list[Any] = [action, since, until]
+        for key, value in match.items():
+            condition, values = self._match_arg(key, value)
+            sql += f" AND {condition}"
+            params.extend(values)
+        return int(self._read(sql, params)[0][0])
+
+    def spend(self, contract_name: str, since: str, until: str) -> float:
+        if since.endswith(_MIDNIGHT) and until.endswith(_MIDNIGHT):
+            # whole UTC days (the day and month windows): the daily roll-up
+            rows = self._read(
+                "SELECT coalesce(sum(cost_usd), 0) FROM model_spend_daily "
+                "WHERE contract_name = ? AND day >= ? AND day < ?",
+                (contract_name, since[:10], until[:10]),
+            )
+        else:
+            rows = self._read(
+                "SELECT coalesce(sum(cost_usd), 0) FROM model_calls "
+                "WHERE contract_name = ? AND at >= ? AND at < ?",
+                (contract_name, since, until),
+            )
+        return float(rows[0][0])
 
     def schema_version(self) -> int:
         return int(self._read("SELECT max(version) FROM charter_migrations")[0][0] or 0)

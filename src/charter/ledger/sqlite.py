@@ -3,46 +3,28 @@
 Writes take ``BEGIN IMMEDIATE`` so the check of the run's last sequence number and lease
 epoch and the append happen under one write lock; ``synchronous=FULL`` makes every commit
 durable before the runtime moves on (the executor is only called after its ``ActionStarted``
-is on disk). Several processes on one machine may share the file.
+is on disk). Several processes on one machine may share the file. The statements are
+:mod:`charter.ledger.sqlbase`'s, shared with PostgreSQL; this module opens the file (read-only
+for read commands), migrates it, and supplies the transaction hook.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from charter.errors import NotFoundError, StoreError
-from charter.ledger.chain import GENESIS, canonical, event_hash
-from charter.ledger.events import (
-    ActionCompleted,
-    Event,
-    ModelCalled,
-    ReviewDecided,
-    ReviewRequested,
-    RunCancelled,
-    StoredEvent,
-)
+from charter.errors import StoreError
 from charter.ledger.migrations import MIGRATIONS
-from charter.ledger.sqlbase import REVIEW_COLUMNS as _REVIEW_COLUMNS
-from charter.ledger.sqlbase import RUN_COLUMNS as _RUN_COLUMNS
-from charter.ledger.sqlbase import SqlStore, encode_events
-from charter.ledger.sqlbase import run_row as _run
-from charter.ledger.store import (
-    _UNSET,
-    DEFAULT_PAYLOAD_CAP,
-    ConflictError,
-    RunRow,
-    StoreLockedError,
-    check_schema_version,
-)
+from charter.ledger.sqlbase import Cursor, SqlStore
+from charter.ledger.store import DEFAULT_PAYLOAD_CAP, StoreLockedError, check_schema_version
 
-_MIDNIGHT = "T00:00:00.000000Z"
+T = TypeVar("T")
+
 #: Seconds a write waits for another process's write lock (workers contend for it), and a
 #: read for an exclusive lock (rare: readers never wait for writers in WAL mode).
 WRITE_WAIT = 30.0
@@ -222,306 +204,17 @@ class SQLiteStore(SqlStore):
         except sqlite3.DatabaseError as exc:
             raise self._error(exc, "cannot migrate") from None
 
-    # -- contracts -------------------------------------------------------------------
-    def save_bundle(self, policy_hash: str, ref: str, bundle: Mapping[str, Any]) -> None:
+    # -- the dialect's hooks (charter.ledger.sqlbase) ------------------------------------
+    def _transaction(
+        self, fn: Callable[[Cursor], T], *, repeatable: bool = False, single: bool = False
+    ) -> T:
+        # BEGIN IMMEDIATE takes the file's write lock up front: every check-then-write in
+        # fn (the run's head, live leases under a cap, a rate window) is serialised
         with self._write() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO contracts (policy_hash, ref, bundle) VALUES (?, ?, ?)",
-                (policy_hash, ref, canonical(bundle)),
-            )
+            return fn(Cursor(cur))
 
-    # -- events ----------------------------------------------------------------------
-    def _encode(self, cur: sqlite3.Cursor, data_json: str) -> str:
-        if len(data_json) <= self.payload_cap:
-            return data_json
-        sha = hashlib.sha256(data_json.encode("utf-8")).hexdigest()
-        cur.execute(
-            "INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?, ?, ?)",
-            (sha, len(data_json), data_json),
-        )
-        return canonical({"$blob": sha, "size": len(data_json)})
-
-    def create_run(
-        self,
-        run_id: str,
-        *,
-        contract: str,
-        contract_name: str,
-        policy_hash: str,
-        idempotency_key: str | None,
-        event: Event,
-        at: str,
-    ) -> tuple[str, bool]:
-        [(_, data_json)] = encode_events(run_id, [event])
-        with self._write() as cur:
-            if idempotency_key is not None:
-                row = cur.execute(
-                    "SELECT run_id FROM runs WHERE idempotency_key = ?", (idempotency_key,)
-                ).fetchone()
-                if row is not None:
-                    return str(row[0]), False
-            h = event_hash(GENESIS, run_id, 1, event.TYPE, at, data_json)
-            cur.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    contract,
-                    contract_name,
-                    policy_hash,
-                    "queued",
-                    idempotency_key,
-                    at,
-                    at,
-                    None,
-                    None,
-                    None,
-                    0,
-                    1,
-                    h,
-                ),
-            )
-            cur.execute(
-                "INSERT INTO events (run_id, seq, type, at, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
-                (run_id, 1, event.TYPE, at, self._encode(cur, data_json), GENESIS, h),
-            )
-        return run_id, True
-
-    def append(
-        self,
-        run_id: str,
-        events: Sequence[Event],
-        *,
-        expected_seq: int,
-        at: str,
-        epoch: int | None = None,
-        status: str | None = None,
-        wake_at: str | None = _UNSET,
-    ) -> list[StoredEvent]:
-        stored: list[StoredEvent] = []
-        encoded = encode_events(run_id, events)
-        with self._write() as cur:
-            row = cur.execute(
-                "SELECT last_seq, last_hash, epoch FROM runs WHERE run_id = ?",
-                (run_id,),
-            ).fetchone()
-            if row is None:
-                raise NotFoundError(f"no run {run_id}")
-            last_seq, prev, current_epoch = row
-            if last_seq != expected_seq:
-                raise ConflictError(
-                    f"run {run_id} moved on (at event {last_seq}, expected {expected_seq})"
-                )
-            if epoch is not None and current_epoch != epoch:
-                raise ConflictError(
-                    f"lease on run {run_id} was taken over (epoch {current_epoch}, ours {epoch})"
-                )
-            seq = last_seq
-            for ev, data_json in encoded:
-                seq += 1
-                h = event_hash(prev, run_id, seq, ev.TYPE, at, data_json)
-                cur.execute(
-                    "INSERT INTO events (run_id, seq, type, at, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
-                    (run_id, seq, ev.TYPE, at, self._encode(cur, data_json), prev, h),
-                )
-                self._project(cur, run_id, seq, at, ev)
-                stored.append(StoredEvent(run_id, seq, at, ev, prev, h))
-                prev = h
-            sets = ["last_seq = ?", "last_hash = ?", "updated_at = ?"]
-            params: list[Any] = [seq, prev, at]
-            if status is not None:
-                sets.append("status = ?")
-                params.append(status)
-            if wake_at is not _UNSET:
-                sets.append("wake_at = ?")
-                params.append(wake_at)
-            cur.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", (*params, run_id))
-        return stored
-
-    def _project(self, cur: sqlite3.Cursor, run_id: str, seq: int, at: str, ev: Event) -> None:
-        if isinstance(ev, ModelCalled):
-            cur.execute(
-                "INSERT OR IGNORE INTO model_calls (run_id, seq, step, attempt, contract_name, "
-                "provider, model, at, prompt_hash, input_tokens, cached_input_tokens, "
-                "cache_write_tokens, output_tokens, reasoning_tokens, cost_usd) "
-                "SELECT ?,?,?,?,contract_name,?,?,?,?,?,?,?,?,?,? FROM runs WHERE run_id = ?",
-                (
-                    run_id,
-                    seq,
-                    ev.step,
-                    ev.attempt,
-                    ev.provider,
-                    ev.model,
-                    at,
-                    ev.prompt_hash,
-                    ev.input_tokens,
-                    ev.cached_input_tokens or 0,
-                    ev.cache_write_tokens or 0,
-                    ev.output_tokens,
-                    ev.reasoning_tokens or 0,
-                    ev.cost_usd,
-                    run_id,
-                ),
-            )
-            if cur.rowcount == 1:  # not a replayed append of a call already projected
-                cur.execute(
-                    "INSERT INTO model_spend_daily (contract_name, day, calls, cost_usd) "
-                    "SELECT contract_name, ?, 1, ? FROM runs WHERE run_id = ? "
-                    "ON CONFLICT (contract_name, day) DO UPDATE SET "
-                    "calls = calls + 1, cost_usd = cost_usd + excluded.cost_usd",
-                    (at[:10], ev.cost_usd, run_id),
-                )
-        elif isinstance(ev, ActionCompleted) and not ev.compensation:
-            cur.execute(
-                "INSERT OR IGNORE INTO executed_actions (run_id, step, action, args, at) VALUES (?,?,?,?,?)",
-                (run_id, ev.step, ev.action, canonical(ev.match_form), ev.completed_at),
-            )
-        elif isinstance(ev, ReviewRequested):
-            contract = cur.execute(
-                "SELECT contract FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()[0]
-            cur.execute(
-                f"INSERT INTO reviews ({_REVIEW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    ev.review_id,
-                    run_id,
-                    contract,
-                    ev.kind,
-                    ev.step,
-                    ev.action,
-                    ev.effect,
-                    "pending",
-                    json.dumps(ev.reviewers),
-                    json.dumps(ev.reasons),
-                    ev.requested_at,
-                    ev.due_at,
-                    None,
-                    None,
-                    None,
-                ),
-            )
-        elif isinstance(ev, RunCancelled):
-            cur.execute(
-                "UPDATE reviews SET status = 'cancelled' WHERE run_id = ? AND status = 'pending'",
-                (run_id,),
-            )
-        elif isinstance(ev, ReviewDecided):
-            cur.execute(
-                "UPDATE reviews SET status = 'decided', decided_at = ?, decided_by = ?, verdict = ? "
-                "WHERE review_id = ?",
-                (ev.decided_at, ev.by, ev.verdict, ev.review_id),
-            )
-
-    # -- queue -----------------------------------------------------------------------
-    def claim(
-        self,
-        worker: str,
-        now: str,
-        lease_until: str,
-        *,
-        max_per_contract: Mapping[str, int] | None = None,
-    ) -> RunRow | None:
-        with self._write() as cur:
-            # BEGIN IMMEDIATE serialises claims across processes, so counting live leases
-            # and taking one more cannot race: a per-contract cap holds for every worker
-            full: list[str] = []
-            if max_per_contract:
-                names = sorted(max_per_contract)
-                marks = ",".join("?" * len(names))
-                leased = dict(
-                    cur.execute(
-                        f"SELECT contract_name, count(*) FROM runs WHERE lease_owner IS NOT NULL "
-                        f"AND lease_expires >= ? AND contract_name IN ({marks}) GROUP BY contract_name",
-                        (now, *names),
-                    ).fetchall()
-                )
-                full = [n for n in names if leased.get(n, 0) >= max_per_contract[n]]
-            skip = f"AND contract_name NOT IN ({','.join('?' * len(full))}) " if full else ""
-            row = cur.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE "
-                "(status = 'queued' OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?)) "
-                f"AND (lease_expires IS NULL OR lease_expires < ?) {skip}"
-                "ORDER BY updated_at LIMIT 1",
-                (now, now, *full),
-            ).fetchone()
-            if row is None:
-                return None
-            return self._lease(cur, _run(row), worker, lease_until)
-
-    def claim_run(self, run_id: str, worker: str, now: str, lease_until: str) -> RunRow | None:
-        with self._write() as cur:
-            row = cur.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? "
-                "AND (lease_expires IS NULL OR lease_expires < ? OR lease_owner = ?)",
-                (run_id, now, worker),
-            ).fetchone()
-            if row is None:
-                self.get_run(run_id)
-                return None
-            return self._lease(cur, _run(row), worker, lease_until)
-
-    @staticmethod
-    def _lease(cur: sqlite3.Cursor, run: RunRow, worker: str, lease_until: str) -> RunRow:
-        epoch = run.epoch + 1
-        cur.execute(
-            "UPDATE runs SET lease_owner = ?, lease_expires = ?, epoch = ? WHERE run_id = ?",
-            (worker, lease_until, epoch, run.run_id),
-        )
-        return RunRow(
-            **{**run.__dict__, "lease_owner": worker, "lease_expires": lease_until, "epoch": epoch}
-        )
-
-    def renew(self, run_id: str, worker: str, epoch: int, lease_until: str) -> bool:
-        with self._write() as cur:
-            cur.execute(
-                "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND lease_owner = ? AND epoch = ?",
-                (lease_until, run_id, worker, epoch),
-            )
-            return cur.rowcount == 1
-
-    def release(self, run_id: str, worker: str, epoch: int) -> None:
-        with self._write() as cur:
-            cur.execute(
-                "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
-                "WHERE run_id = ? AND lease_owner = ? AND epoch = ?",
-                (run_id, worker, epoch),
-            )
-
-    def acquire_rate_slot(self, key: str, limit: int, now: str, since: str) -> str | None:
-        with self._write() as cur:
-            cur.execute("DELETE FROM rate_slots WHERE key = ? AND at <= ?", (key, since))
-            count, oldest = cur.execute(
-                "SELECT count(*), min(at) FROM rate_slots WHERE key = ?", (key,)
-            ).fetchone()
-            if count >= limit:
-                return str(oldest)
-            cur.execute("INSERT INTO rate_slots (key, at) VALUES (?, ?)", (key, now))
-            return None
-
-    # -- queries ---------------------------------------------------------------------
-    def count_executed(self, action: str, match: Mapping[str, Any], since: str, until: str) -> int:
-        sql = "SELECT count(*) FROM executed_actions WHERE action = ? AND at >= ? AND at <= ?"
-        params: list[Any] = [action, since, until]
-        for key, value in match.items():
-            sql += " AND json_extract(args, ?) = json_extract(?, '$')"
-            params.extend([f'$."{key}"', json.dumps(value)])
-        return int(self._read(sql, params)[0][0])
-
-    # -- model spend -----------------------------------------------------------------
-    def spend(self, contract_name: str, since: str, until: str) -> float:
-        if since.endswith(_MIDNIGHT) and until.endswith(_MIDNIGHT):
-            # whole UTC days (the day and month windows): the daily roll-up
-            rows = self._read(
-                "SELECT coalesce(sum(cost_usd), 0) FROM model_spend_daily "
-                "WHERE contract_name = ? AND day >= ? AND day < ?",
-                (contract_name, since[:10], until[:10]),
-            )
-        else:
-            rows = self._read(
-                "SELECT coalesce(sum(cost_usd), 0) FROM model_calls "
-                "WHERE contract_name = ? AND at >= ? AND at < ?",
-                (contract_name, since, until),
-            )
-        return float(rows[0][0])
+    def _match_arg(self, key: str, value: Any) -> tuple[str, list[Any]]:
+        return "json_extract(args, ?) = json_extract(?, '$')", [f'$."{key}"', json.dumps(value)]
 
 
 def _has_content(file: Path) -> bool:

@@ -253,9 +253,8 @@ class Store(ABC):
     # in the transaction that appends it, and answers the two queries below from it with
     # an index: spend windows are checked before every model call, so no scan.
     # A roll-up ``model_spend_daily`` (contract_name, UTC day, calls, cost_usd), upserted in
-    # the same transaction, answers whole-day windows in at most 31 rows.
-    # PostgreSQL: mirror SQLiteStore._project (ModelCalled), spend, find_model_call and
-    # model_spend over the same tables (DDL and backfill: migration 2's ``postgres``).
+    # the same transaction, answers whole-day windows in at most 31 rows (both SQL stores
+    # share the statements: charter.ledger.sqlbase).
     @abstractmethod
     def spend(self, contract_name: str, since: str, until: str) -> float:
         """USD recorded for model calls of contract ``contract_name`` (by name, all versions)
