@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from charter.durations import DURATION_PATTERN, format_duration, parse_duration
+from charter.primitives import DURATION_PATTERN, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

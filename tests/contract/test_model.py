@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from charter import Contract, ContractError
-from charter.contract.model import canonical_hash, version_key
+from charter.contract.model import version_key
 from charter.contract.source import parse_yaml
+from charter.primitives import digest
 from tests.helpers import NOW, REFUNDS, build, document, to_yaml
 
 BLOCK = """\
@@ -71,9 +72,9 @@ def test_formatting_key_order_and_comments_do_not_change_the_hash() -> None:
 
 def test_hash_is_the_canonical_hash_of_the_document() -> None:
     c = load(BLOCK)
-    assert c.content_hash == canonical_hash(c.data)
-    assert canonical_hash({"b": 1, "a": [1, 2]}) == canonical_hash({"a": [1, 2], "b": 1})
-    assert canonical_hash({"a": [1, 2]}) != canonical_hash({"a": [2, 1]})
+    assert c.content_hash == digest(c.data)
+    assert digest({"b": 1, "a": [1, 2]}) == digest({"a": [1, 2], "b": 1})
+    assert digest({"a": [1, 2]}) != digest({"a": [2, 1]})
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from charter import ContractError
+from charter.contract.sections import Autonomy
 from charter.contract.validate import KNOWN_FUNCTIONS, schema
 from tests.helpers import BASE, build, document, rule, with_rules
 
@@ -197,12 +198,12 @@ def test_optional_sections_load_and_are_validated() -> None:
         autonomy={"level": "shadow", "sample_rate": 0.1},
     )
     c = build(data)
-    assert c.model["provider"] == "scripted"
+    assert c.model.provider == "scripted"
     assert c.escalation.reviewers == ("leads",)
     assert c.escalation.sla is not None and c.escalation.sla.total_seconds() == 4 * 3600
-    assert c.budget["max_actions"] == 2
+    assert c.budget.max_actions == 2
     assert [s.source for s in c.success] == ["outcome.ok == true"]
-    assert c.autonomy["level"] == "shadow"
+    assert c.autonomy.level == "shadow"
 
     data["autonomy"] = {"level": "yolo"}
     data["budget"] = {"max_cost_usd": -1}
@@ -214,7 +215,7 @@ def test_defaults_of_optional_sections() -> None:
     c = build(document())
     assert c.escalation.on_timeout == "deny"
     assert c.escalation.sla is None
-    assert c.autonomy == {"level": "supervised"}
+    assert c.autonomy == Autonomy(level="supervised")
     assert c.engine.default == "deny"
     assert c.engine.on_error == "deny"
     assert c.actions["refund"].egress == "internal"

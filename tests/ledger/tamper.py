@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from charter.ledger.chain import GENESIS, canonical, event_hash
+from charter.ledger.chain import GENESIS, event_hash
+from charter.primitives import canonical
 
 
 def execute(db: Path, sql: str, params: tuple[Any, ...] = ()) -> int:

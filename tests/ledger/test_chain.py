@@ -70,7 +70,8 @@ def test_reformatting_the_json_is_not_tampering(rt: Runtime, db: Path, done: str
 
 
 def test_an_event_re_hashed_alone_breaks_the_next_link(rt: Runtime, db: Path, done: str) -> None:
-    from charter.ledger.chain import canonical, event_hash
+    from charter.ledger.chain import event_hash
+    from charter.primitives import canonical
 
     edit_event(db, done, 9, lambda d: d["result"].update(qty=99))
     [(prev, type_, at, data)] = query(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from charter.errors import NotFoundError, StoreError
-from charter.ledger.chain import GENESIS, canonical, event_hash
+from charter.ledger.chain import GENESIS, event_hash
 from charter.ledger.events import (
     ActionCompleted,
     ModelCalled,
@@ -30,6 +30,7 @@ from charter.ledger.events import (
 from charter.ledger.migrations import MIGRATIONS
 from charter.ledger.store import ConflictError, Store, open_store
 from charter.ledger.verify import verify_run
+from charter.primitives import canonical
 from charter.runs.runtime import Runtime
 from tests.runs.domain import Clock, Effects, contract
 from tests.stores import sql

@@ -127,7 +127,7 @@ def test_overrides_replace_entries_and_the_version_says_so(
             }
         )
     )
-    stored = contract_prices(str(contract_file), {"prices": "prices.json"})
+    stored = contract_prices(str(contract_file), "prices.json")
     assert stored is not None and stored["file"] == "prices.json"
     table = price_table(stored)
     assert table.version == "charter-2026.05+acme-7"

@@ -84,12 +84,12 @@ def test_templates_are_sandboxed(tmp_path: Path) -> None:
 def test_template_problems_are_located_in_the_contract(tmp_path: Path) -> None:
     path = tmp_path / "ops.yaml"
     c = contract(path, model={"prompt": "missing.j2"})
-    [issue] = template_issues(c.path, c.model)
+    [issue] = template_issues(c.path, c.model.prompt)
     assert issue.path == "model.prompt" and issue.file == str(path) and issue.line > 1
     assert "not found" in issue.message and "relative to the contract file" in issue.hint
     (tmp_path / "broken.j2").write_text("line one\n{% for x in %}\n", encoding="utf-8")
     c = contract(path, model={"prompt": "broken.j2"})
-    [issue] = template_issues(c.path, c.model)
+    [issue] = template_issues(c.path, c.model.prompt)
     assert "'broken.j2' line 2: Jinja2 syntax error" in issue.message
     with pytest.raises(ContractError):
         load_template(c)

@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 import pytest
 
 from charter.errors import CharterError, IdempotencyConflictError, UsageError
-from charter.ledger.chain import digest
 from charter.ledger.events import (
     ActionCompleted,
     ActionDecided,
@@ -27,6 +26,7 @@ from charter.ledger.events import (
     RunSubmitted,
 )
 from charter.models.base import ModelRequest, ModelResponse, Usage
+from charter.primitives import digest
 from charter.runs.replay import replay
 from charter.runs.runtime import Runtime
 from tests.runs import domain

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from charter.contract.model import Contract
-from charter.ledger.chain import canonical
 from charter.ledger.verify import verify_run
+from charter.primitives import canonical
 from charter.runs.replay import ReplayResult, replay
 from charter.runs.runtime import Runtime
 from tests.ledger.tamper import edit_event, execute, query, rechain, seq_of

@@ -186,7 +186,7 @@ def test_a_stalled_worker_is_fenced_off_by_the_epoch(
     monkeypatch.setenv(SLOW_ENV, "2.0")
     c = contract(script="planned", **SLOW)
     stalled = Runtime(open_store(ledger), lease=timedelta(seconds=1))
-    monkeypatch.setattr(stalled, "_beat", lambda: None)  # frozen: no heartbeats
+    monkeypatch.setattr(stalled.worker, "beat", lambda: None)  # frozen: no heartbeats
     run_id = stalled.submit(c, one_write("fenced"))
     outcome: list[str] = []
     thread = threading.Thread(target=lambda: outcome.append(stalled.run(run_id).status))

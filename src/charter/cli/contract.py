@@ -12,9 +12,9 @@ from charter.contract.model import Contract, PolicyPack
 from charter.contract.registry import load_packs, yaml_files
 from charter.contract.source import Document, PathPart, read_yaml
 from charter.contract.validate import schema
-from charter.errors import ContractError, Issue
-from charter.execution.executors import ExecutorError, resolve_callable
+from charter.errors import ConfigurationError, ContractError, Issue
 from charter.models.prompt import template_issues
+from charter.primitives import import_callable
 
 
 @click.group("contract")
@@ -61,7 +61,7 @@ def validate(
             else:
                 c = Contract.from_document(doc, packs)
                 # the prompt template the contract names: present and valid Jinja2
-                template_problems = template_issues(c.path, c.model)
+                template_problems = template_issues(c.path, c.model.prompt)
                 if check_imports:
                     template_problems.extend(_import_issues(doc, c))
                 if template_problems:
@@ -102,14 +102,13 @@ def _import_issues(doc: Document, contract: Contract) -> list[Issue]:
         for name, spec in contract.actions.items()
         if isinstance(spec.executor, str)
     ]
-    script = contract.model.get("script")
-    if script and contract.model.get("provider", "scripted") == "scripted":
-        paths.append((["model", "script"], str(script), "model script"))
+    if contract.model.script and contract.model.provider == "scripted":
+        paths.append((["model", "script"], contract.model.script, "model script"))
     found: list[Issue] = []
     for where, target, what in paths:
         try:
-            resolve_callable(target, what)
-        except ExecutorError as exc:
+            import_callable(target, what)
+        except ConfigurationError as exc:
             found.append(
                 doc.issue(
                     where,

@@ -47,11 +47,12 @@ from charter.ledger.sqlbase import SqlStore
 from charter.ledger.store import Store, open_store
 from charter.ledger.verify import verify
 from charter.policy.testing import parse_instant
+from charter.primitives import format_time, parse_time
 from charter.runs.limits import Limits
 from charter.runs.replay import replay
 from charter.runs.report import build_report
 from charter.runs.runtime import Runtime
-from charter.runs.state import RunState, format_time, parse_time
+from charter.runs.state import RunState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -857,7 +858,7 @@ def report_cmd(contract: str | None, db: str, as_json: bool) -> None:
                 click.echo(f"warning: contract of {row.contract} cannot be read: {exc}", err=True)
                 units[row.contract] = ""
                 continue
-            units[row.contract] = str(c.value["unit"]) if c.value else ""
+            units[row.contract] = c.value.unit if c.value else ""
             contracts[row.contract] = c
     reports = build_report(rt.store, contract, {k: v for k, v in units.items() if v})
     for r in reports:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,27 +11,22 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from charter.contract.formats import validator as schema_validator
+from charter.contract.sections import Autonomy, Budget, Escalation, ModelSection, Value
 from charter.contract.source import Document, read_yaml
 from charter.contract.validate import contract_issues, pack_issues
-from charter.durations import parse_duration
 from charter.errors import ContractError
 from charter.policy.cel import Expression, compile_expression
-from charter.policy.decision import Decision, DecisionPoint, Effect
+from charter.policy.decision import Decision, DecisionPoint
 from charter.policy.engine import ActionTraits, PolicyEngine, Rule
 from charter.policy.history import HistoryProvider
 from charter.policy.normalize import normalizers
 from charter.policy.provenance import Observation
+from charter.primitives import digest, parse_duration
 
 #: How long one executor call may take when the action sets no ``timeout``.
 DEFAULT_ACTION_TIMEOUT = timedelta(seconds=60)
 #: Executor calls per action (timed out or never returned) before it is given up.
 DEFAULT_MAX_ATTEMPTS = 3
-
-
-def canonical_hash(data: Any) -> str:
-    """SHA-256 of the canonical JSON of ``data``: formatting and key order do not matter."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -91,7 +84,7 @@ class PolicyPack:
             domains=tuple(applies.get("domains") or ()),
             contracts=tuple(applies.get("contracts") or ()),
             rules=tuple(_rules(data["rules"], source=name, prefix=f"{name}/")),
-            content_hash=canonical_hash(data),
+            content_hash=digest(data),
             path=doc.file,
             data=data,
         )
@@ -119,17 +112,11 @@ class ActionSpec:
     compensate: str | None
     reads: tuple[str, ...]
     validator: Draft202012Validator = field(compare=False, repr=False)
+    description: str = ""
     #: argument name → normaliser ``count()`` compares it with (see charter.policy.normalize)
     normalize: Mapping[str, str] = field(default_factory=dict)
     timeout: timedelta = DEFAULT_ACTION_TIMEOUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
-
-
-@dataclass(frozen=True)
-class Escalation:
-    reviewers: tuple[str, ...]
-    sla: timedelta | None
-    on_timeout: Effect
 
 
 @dataclass(frozen=True)
@@ -149,11 +136,11 @@ class Contract:
     channels: Mapping[str, ChannelSpec]
     actions: Mapping[str, ActionSpec]
     escalation: Escalation
-    budget: Mapping[str, Any]
-    model: Mapping[str, Any]
+    budget: Budget
+    model: ModelSection
     success: tuple[Expression, ...]
-    value: Mapping[str, Any] | None
-    autonomy: Mapping[str, Any]
+    value: Value | None
+    autonomy: Autonomy
     data: Mapping[str, Any] = field(repr=False)
     content_hash: str
     path: str
@@ -190,7 +177,7 @@ class Contract:
         d = doc.data
         name, domain, version = d["contract"], d["domain"], str(d["version"])
         applied = tuple(sorted((p for p in packs if p.applies(name, domain)), key=lambda p: p.name))
-        content_hash = canonical_hash(d)
+        content_hash = digest(d)
         policy = d.get("policy") or {}
         actions = {
             a: ActionSpec(
@@ -203,6 +190,7 @@ class Contract:
                 compensate=spec.get("compensate"),
                 reads=tuple(spec.get("reads") or ()),
                 validator=schema_validator(spec["args"]),
+                description=str(spec.get("description") or ""),
                 normalize=normalizers(spec["args"], spec.get("normalize") or {}),
                 timeout=parse_duration(spec["timeout"])
                 if spec.get("timeout")
@@ -214,7 +202,7 @@ class Contract:
         rules = _rules(policy.get("rules") or [], source="contract")
         for pack in applied:
             rules.extend(pack.rules)
-        policy_hash = canonical_hash(
+        policy_hash = digest(
             {
                 "contract": content_hash,
                 "packs": [[p.name, p.content_hash] for p in applied],
@@ -231,7 +219,6 @@ class Contract:
             default=policy.get("default", "deny"),
             on_error=policy.get("on_error", "deny"),
         )
-        esc = d.get("escalation") or {}
         return cls(
             name=name,
             version=version,
@@ -249,16 +236,12 @@ class Contract:
                 for c, spec in (d.get("channels") or {}).items()
             },
             actions=actions,
-            escalation=Escalation(
-                reviewers=tuple(esc.get("reviewers") or ()),
-                sla=parse_duration(esc["sla"]) if esc.get("sla") else None,
-                on_timeout=esc.get("on_timeout", "deny"),
-            ),
-            budget=dict(d.get("budget") or {}),
-            model=dict(d.get("model") or {}),
+            escalation=Escalation.from_data(d.get("escalation")),
+            budget=Budget.from_data(d.get("budget")),
+            model=ModelSection.from_data(d.get("model")),
             success=tuple(compile_expression(s) for s in d.get("success") or ()),
-            value=d.get("value"),
-            autonomy=dict(d.get("autonomy") or {"level": "supervised"}),
+            value=Value.from_data(d.get("value")),
+            autonomy=Autonomy.from_data(d.get("autonomy")),
             data=d,
             content_hash=content_hash,
             path=doc.file,

@@ -7,7 +7,6 @@ happen once even when the runtime cannot know whether the first call got through
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 import re
@@ -15,9 +14,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from charter.durations import parse_duration
 from charter.errors import CharterError
 from charter.execution.base import ExecutionContext
+from charter.primitives import import_callable, parse_duration
 from charter.scrub import scrub
 
 Executor = Callable[[dict[str, Any], ExecutionContext], Any]
@@ -27,29 +26,6 @@ class ExecutorError(CharterError):
     """An executor could not be resolved or its call failed."""
 
     code = "executor_error"
-
-
-_cache: dict[str, Callable[..., Any]] = {}
-
-
-def resolve_callable(path: str, what: str = "executor") -> Callable[..., Any]:
-    """Import ``package.module:function``; errors say which part is wrong."""
-    found = _cache.get(path)
-    if found is not None:
-        return found
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ExecutorError(
-            f"{what} {path!r}: cannot import module {module_name!r} ({exc}); "
-            "is it installed or on PYTHONPATH (run from the project root)?"
-        ) from None
-    func: Callable[..., Any] | None = getattr(module, attr, None)
-    if func is None or not callable(func):
-        raise ExecutorError(f"{what} {path!r}: module {module_name!r} has no callable {attr!r}")
-    _cache[path] = func
-    return func
 
 
 class HttpExecutor:
@@ -137,6 +113,6 @@ _LAST_WORD = re.compile(r"\S*\Z")
 
 def resolve_executor(spec: str | Mapping[str, Any]) -> Executor:
     if isinstance(spec, str):
-        return resolve_callable(spec)
+        return import_callable(spec)
     timeout = parse_duration(spec["timeout"]).total_seconds() if spec.get("timeout") else 10.0
     return HttpExecutor(str(spec["http"]), timeout=timeout, retries=int(spec.get("retries", 3)))

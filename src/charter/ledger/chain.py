@@ -9,21 +9,10 @@ full content, so editing the referenced blob breaks the chain too.
 from __future__ import annotations
 
 import hashlib
-import json
-from typing import Any
+
+from charter.primitives import canonical
 
 GENESIS = "0" * 64
-
-
-def canonical(data: Any) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept as is.
-
-    ``NaN`` and ``Infinity`` raise :class:`ValueError`: they are not JSON (see
-    :mod:`charter.jsontext`), and a payload another reader cannot parse must never be hashed.
-    """
-    return json.dumps(
-        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
 
 
 def event_hash(prev_hash: str, run_id: str, seq: int, type_: str, at: str, data_json: str) -> str:
@@ -35,8 +24,3 @@ def event_hash(prev_hash: str, run_id: str, seq: int, type_: str, at: str, data_
     h.update(b"\n")
     h.update(data_json.encode("utf-8"))
     return h.hexdigest()
-
-
-def digest(data: Any) -> str:
-    """SHA-256 of canonical JSON, used to bind a review to the exact action it approves."""
-    return hashlib.sha256(canonical(data).encode("utf-8")).hexdigest()

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from charter import jsontext
 from charter.errors import NotFoundError, StoreError
-from charter.ledger.chain import GENESIS, canonical, event_hash
+from charter.ledger.chain import GENESIS, event_hash
 from charter.ledger.events import (
     ActionCompleted,
     Event,
@@ -40,6 +40,7 @@ from charter.ledger.events import (
     decode,
 )
 from charter.ledger.store import _UNSET, ConflictError, RawEvent, ReviewRow, RunRow, Store
+from charter.primitives import canonical
 
 T = TypeVar("T")
 

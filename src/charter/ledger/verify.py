@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from charter.errors import StoreError
-from charter.ledger.chain import GENESIS, canonical, event_hash
+from charter.ledger.chain import GENESIS, event_hash
 from charter.ledger.store import Store
+from charter.primitives import canonical
 
 
 @dataclass(frozen=True)

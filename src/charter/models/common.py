@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from charter.durations import parse_duration
+from charter.contract.sections import ModelSection
 from charter.errors import ModelError
 from charter.scrub import scrub
 
@@ -72,25 +72,22 @@ class ProviderSettings:
 
     @classmethod
     def from_model(
-        cls, section: Mapping[str, Any], provider: str, model: str | None
+        cls, section: ModelSection, provider: str, model: str | None
     ) -> ProviderSettings:
         """Settings for ``provider``; endpoint settings of the contract apply only when the
         contract names the same provider (an override to another provider uses its defaults)."""
-        same = str(section.get("provider", "scripted")) == provider
-        timeout = section.get("timeout")
+        same = section.provider == provider
         return cls(
             provider=provider,
-            model=model or (str(section["name"]) if same and section.get("name") else ""),
-            base_url=str(section["base_url"]) if same and section.get("base_url") else None,
-            api_key_env=str(section["api_key_env"])
-            if same and section.get("api_key_env")
-            else None,
-            timeout=parse_duration(str(timeout)).total_seconds() if timeout else DEFAULT_TIMEOUT,
-            max_retries=int(section.get("max_retries", DEFAULT_MAX_RETRIES)),
-            temperature=float(section["temperature"]) if "temperature" in section else None,
-            seed=int(section["seed"]) if "seed" in section else None,
-            max_tokens=int(section["max_tokens"]) if "max_tokens" in section else None,
-            output=str(section["output"]) if same and section.get("output") else None,
+            model=model or (section.name or "" if same else ""),
+            base_url=section.base_url if same else None,
+            api_key_env=section.api_key_env if same else None,
+            timeout=section.timeout.total_seconds() if section.timeout else DEFAULT_TIMEOUT,
+            max_retries=DEFAULT_MAX_RETRIES if section.max_retries is None else section.max_retries,
+            temperature=section.temperature,
+            seed=section.seed,
+            max_tokens=section.max_tokens,
+            output=section.output if same else None,
         )
 
 

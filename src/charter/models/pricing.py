@@ -214,10 +214,9 @@ def price_table(contract_prices: Mapping[str, Any] | None = None) -> PriceTable:
 METERED = frozenset({"openai", "anthropic"})
 
 
-def contract_prices(contract_file: str, model: Mapping[str, Any]) -> dict[str, Any] | None:
+def contract_prices(contract_file: str, name: str | None) -> dict[str, Any] | None:
     """The contract's ``model.prices`` file, parsed and checked, as stored in its bundle."""
-    name = model.get("prices")
-    if not isinstance(name, str) or not name:
+    if not name:
         return None
     path = Path(name) if Path(name).is_absolute() else Path(contract_file).parent / name
     try:

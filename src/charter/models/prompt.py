@@ -110,9 +110,8 @@ def _issue(contract_file: str, message: str, hint: str) -> Issue:
         return Issue(contract_file, 1, 1, "model.prompt", message, hint)
 
 
-def template_issues(contract_file: str, model: Mapping[str, Any]) -> list[Issue]:
+def template_issues(contract_file: str, prompt: str | None) -> list[Issue]:
     """Problems with the template a contract names: missing, unreadable, not Jinja2."""
-    prompt = model.get("prompt")
     if not isinstance(prompt, str) or not prompt:
         return []
     path = template_path(contract_file, prompt)
@@ -149,10 +148,10 @@ def template_issues(contract_file: str, model: Mapping[str, Any]) -> list[Issue]
 
 def load_template(contract: Contract) -> PromptTemplate:
     """The contract's template (read from disk, next to the contract), or the built-in one."""
-    prompt = contract.model.get("prompt")
-    if not isinstance(prompt, str) or not prompt:
+    prompt = contract.model.prompt
+    if not prompt:
         return builtin_template()
-    issues = template_issues(contract.path, contract.model)
+    issues = template_issues(contract.path, prompt)
     if issues:
         raise ContractError(issues)
     return PromptTemplate(prompt, template_path(contract.path, prompt).read_text("utf-8"))
@@ -161,10 +160,8 @@ def load_template(contract: Contract) -> PromptTemplate:
 # -- redaction ---------------------------------------------------------------------------
 def redact_labels(contract: Contract) -> tuple[str, ...]:
     """Labels whose observations are masked before a model call (``model.redact``)."""
-    raw = contract.model.get("redact")
-    if raw is None:
-        return DEFAULT_REDACT
-    return tuple(str(x) for x in raw)
+    redact = contract.model.redact
+    return DEFAULT_REDACT if redact is None else redact
 
 
 def _mask(value: Any, marker: str, path: str, masked: list[str]) -> Any:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from charter.contract.model import Contract
 from charter.errors import CharterError, UsageError
-from charter.execution.executors import resolve_callable
 from charter.ledger.store import Store
 from charter.models.base import ModelProvider
 from charter.models.common import ProviderSettings, import_sdk
 from charter.models.scripted import ScriptedProvider
+from charter.primitives import import_callable
 
 _SPEC = re.compile(r"^(?P<provider>[a-z][a-z0-9_-]*)(?::(?P<model>\S+))?$")
 
@@ -50,14 +50,14 @@ Factory = Callable[[ProviderContext], ModelProvider]
 
 
 def _scripted(ctx: ProviderContext) -> ModelProvider:
-    script = ctx.spec.model or ctx.contract.model.get("script")
+    script = ctx.spec.model or ctx.contract.model.script
     if not script:
         raise CharterError(
             f"{ctx.contract.ref}: the scripted provider needs `model.script: pkg.module:function`"
         )
     return ScriptedProvider(
-        resolve_callable(str(script), "model script"),
-        model=str(ctx.contract.model.get("name", "scripted")),
+        import_callable(str(script), "model script"),
+        model=ctx.contract.model.name or "scripted",
     )
 
 
@@ -124,7 +124,7 @@ def check_model(text: str) -> ModelSpec:
     if spec.provider in _SDKS:
         import_sdk(*_SDKS[spec.provider])
     if spec.provider == "scripted" and spec.model:
-        resolve_callable(spec.model, "model script")
+        import_callable(spec.model, "model script")
     return spec
 
 
@@ -132,9 +132,9 @@ def spec_for(contract: Contract, override: str | None = None) -> ModelSpec:
     """The model a run uses: the override, else the contract's ``model`` section."""
     if override:
         return parse_model(override)
-    provider = str(contract.model.get("provider", "scripted"))
-    name = contract.model.get("name")
-    return ModelSpec(provider, str(name) if name and provider != "scripted" else None)
+    section = contract.model
+    name = section.name if section.provider != "scripted" else None
+    return ModelSpec(section.provider, name)
 
 
 def create_provider(

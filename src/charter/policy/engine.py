@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from charter.durations import parse_duration
 from charter.errors import PolicyError
 from charter.policy.cel import (
     BUILTIN_FUNCTIONS,
@@ -54,6 +53,7 @@ from charter.policy.decision import (
 from charter.policy.history import HistoryProvider, NoHistory
 from charter.policy.normalize import match_form
 from charter.policy.provenance import Observation, ProvenanceIndex
+from charter.primitives import parse_duration
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from jsonschema import Draft202012Validator
 from charter.contract.model import Contract
 from charter.contract.registry import load_packs
 from charter.contract.source import Document, read_yaml
-from charter.durations import parse_duration
 from charter.errors import CharterError, ContractError, Issue
 from charter.policy.decision import DECISION_POINTS, EFFECTS, Decision
 from charter.policy.history import InMemoryHistory
+from charter.primitives import parse_duration
 
 _CASE_FIELDS = {
     "action": {"type": "object", "required": ["name"]},

@@ -16,7 +16,8 @@ from charter.ledger.store import Store
 from charter.policy.cel import CelEvalError, Environment
 from charter.policy.decision import Decision
 from charter.policy.history import HistoryProvider
-from charter.runs.state import RunState, format_time, outcome_facts
+from charter.primitives import format_time
+from charter.runs.state import RunState, outcome_facts
 
 
 class LedgerHistory:
@@ -142,13 +143,11 @@ def evaluate_success(
             success = success and ok is True
     value: float | None = None
     if contract.value:
-        from charter.policy.cel import compile_expression
-
         try:
-            raw = compile_expression(str(contract.value["expr"])).evaluate(env)
+            raw = contract.value.expr.evaluate(env)
             value = (
                 float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
             )
         except CelEvalError as exc:
-            errors.append(f"value {contract.value['expr']!r}: {exc}")
+            errors.append(f"value {contract.value.expr.source!r}: {exc}")
     return success, value, errors

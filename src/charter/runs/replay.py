@@ -29,6 +29,7 @@ from charter.ledger.events import (
 from charter.ledger.store import Store
 from charter.policy.decision import Decision
 from charter.policy.history import HistoryProvider
+from charter.primitives import parse_time
 from charter.runs.decisions import (
     LedgerHistory,
     RecordedHistory,
@@ -36,7 +37,7 @@ from charter.runs.decisions import (
     decide_admit,
     decide_outcome,
 )
-from charter.runs.state import Folder, RunState, parse_time
+from charter.runs.state import Folder, RunState
 
 
 @dataclass(frozen=True)

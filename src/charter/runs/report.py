@@ -22,7 +22,8 @@ from charter.ledger.events import (
     RunSubmitted,
 )
 from charter.ledger.store import Store
-from charter.runs.state import TERMINAL, parse_time
+from charter.primitives import parse_time
+from charter.runs.state import TERMINAL
 
 
 def percentile(values: list[float], pct: float) -> float | None:

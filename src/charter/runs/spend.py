@@ -13,13 +13,15 @@ concurrently running run (documented in docs/models.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from charter.contract.sections import Budget
 from charter.ledger.store import Store
+from charter.primitives import format_time
 
-WINDOWS = (("max_spend_per_day_usd", "day"), ("max_spend_per_month_usd", "month"))
+#: The calendar windows a budget may limit, with the budget key that limits each.
+WINDOWS = {"day": "max_spend_per_day_usd", "month": "max_spend_per_month_usd"}
 
 
 def window(kind: str, now: datetime) -> tuple[datetime, datetime]:
@@ -37,33 +39,28 @@ def window(kind: str, now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _iso(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def spend_checks(
-    store: Store, contract_name: str, budget: Mapping[str, Any], now: datetime, requested: float
+    store: Store, contract_name: str, budget: Budget, now: datetime, requested: float
 ) -> list[tuple[str, Any, Any, Any]]:
     """``(limit, allowed, used, requested)`` for each window limit the budget sets."""
     checks: list[tuple[str, Any, Any, Any]] = []
-    for key, kind in WINDOWS:
-        if key in budget:
-            start, end = window(kind, now)
-            used = round(store.spend(contract_name, _iso(start), _iso(end)), 10)
-            checks.append((key, budget[key], used, requested))
+    for kind, allowed in budget.spend_limits.items():
+        start, end = window(kind, now)
+        used = round(store.spend(contract_name, format_time(start), format_time(end)), 10)
+        checks.append((WINDOWS[kind], allowed, used, requested))
     return checks
 
 
 def window_spend(
-    store: Store, contract_name: str, budget: Mapping[str, Any], now: datetime
+    store: Store, contract_name: str, budget: Budget, now: datetime
 ) -> dict[str, dict[str, Any]]:
     """Spend so far in the current day and month, with the limits if set (for reports)."""
     out: dict[str, dict[str, Any]] = {}
-    for key, kind in WINDOWS:
+    for kind in WINDOWS:
         start, end = window(kind, now)
         out[kind] = {
-            "since": _iso(start),
-            "spent_usd": round(store.spend(contract_name, _iso(start), _iso(end)), 6),
-            "limit_usd": budget.get(key),
+            "since": format_time(start),
+            "spent_usd": round(store.spend(contract_name, format_time(start), format_time(end)), 6),
+            "limit_usd": budget.spend_limits.get(kind),
         }
     return out

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from charter.contract.model import Contract
-from charter.ledger.chain import digest
 from charter.ledger.events import (
     ActionCompleted,
     ActionDecided,
@@ -38,17 +37,9 @@ from charter.ledger.events import (
     StoredEvent,
 )
 from charter.policy.decision import PRECEDENCE
+from charter.primitives import digest, parse_time
 
 TERMINAL = frozenset({"completed", "failed", "escalated", "refused", "cancelled"})
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def format_time(value: datetime) -> str:
-    """UTC, microseconds, ``Z``: sortable as text, which the stores rely on."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def action_digest(run_id: str, step: int | None, action: str | None, args: Any) -> str:
