@@ -103,5 +103,7 @@ def test_missing_and_undecodable_files(tmp_path: Path) -> None:
     latin.write_bytes(b"contract: caf\xe9\n")
     with pytest.raises(ContractError) as info:
         read_yaml(latin)
-    assert "cannot read file" in info.value.issues[0].message
-    assert "UTF-8" in info.value.issues[0].hint
+    (issue,) = info.value.issues
+    assert (issue.line, issue.column) == (1, 14)
+    assert issue.message == "invalid UTF-8: byte 0xe9 at byte offset 13 (invalid continuation byte)"
+    assert "UTF-8" in issue.hint

@@ -7,17 +7,36 @@ positioned tree for error reporting and hand plain dicts/lists to everything els
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.nodes import ScalarNode
 
 from charter.errors import ContractError, Issue
 
 PathPart = str | int
+
+#: Values nested deeper than this are refused; the top-level mapping is level 1 and every
+#: value, a scalar too, is one level below its parent (``a: [1]``: the 1 is at level 3).
+#: Real contracts need a dozen levels at most; the limit keeps every recursive consumer
+#: (the YAML composer, JSON Schema checks of ``input``/``args``, hashing) far from Python's
+#: recursion limit, and holds for aliases too (``_plain`` counts the expanded data).
+MAX_DEPTH = 64
+
+#: Integers this large cannot be turned into text (Python refuses more than 4300 digits),
+#: so hashing or reporting them would fail later.
+_MAX_INT = 10**4000
+
+_BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
+_DEPTH_HINT = f"flatten the structure: at most {MAX_DEPTH} levels of nested mappings and lists"
 
 
 def format_path(parts: Sequence[PathPart]) -> str:
@@ -68,25 +87,137 @@ class Document:
         return Issue(self.file, line, col, format_path(parts), message, hint)
 
 
-def _plain(node: Any) -> Any:
+class _InvalidValueError(Exception):
+    """A value that loaded as YAML but cannot be used as contract data; ``path`` locates it."""
+
+    def __init__(self, path: list[PathPart], message: str, hint: str) -> None:
+        super().__init__(message)
+        self.path, self.message, self.hint = path, message, hint
+
+
+def _text(value: str, path: list[PathPart], key: str | None = None) -> str:
+    """``value``, unless it holds a character no contract can (``key``: it is that key).
+
+    Escapes in double-quoted scalars can produce what a UTF-8 file cannot hold: a lone
+    surrogate (``"\\ud800"``) is not a character and cannot be encoded (hashing, storing and
+    printing would fail), and NUL (``"\\0"``) is refused by PostgreSQL and by file paths.
+    """
+    found = _BAD_CHAR.search(value)
+    if found is None:
+        return value
+    where = [*path, key] if key is not None else list(path)
+    if found.group() == "\0":
+        raise _InvalidValueError(
+            where, "invalid text: a NUL character (\\0) is not allowed", "remove the \\0 escape"
+        )
+    raise _InvalidValueError(
+        where,
+        f"invalid text: a lone surrogate {ascii(found.group())[1:-1]} is not a character",
+        "write the character itself, or escape one outside the BMP as \\UXXXXXXXX",
+    )
+
+
+def _plain(node: Any, path: list[PathPart], depth: int = 1) -> Any:
+    """Plain builtins from ruamel's tree; ``path`` is the node's field path (extended in place)."""
+    if depth > MAX_DEPTH:  # reachable through aliases, which the composer's count skips
+        raise _InvalidValueError(
+            list(path), f"nested too deeply (more than {MAX_DEPTH} levels)", _DEPTH_HINT
+        )
     if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            key = str(k)
+            path.append(_text(key, path, key))
+            out[key] = _plain(v, path, depth + 1)
+            path.pop()
+        return out
     if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool | int | float | str) or node is None:
-        # ruamel scalar subclasses (ScalarFloat, etc.) become builtins
-        if isinstance(node, bool) or node is None:
-            return node
-        if isinstance(node, int):
-            return int(node)
-        if isinstance(node, float):
-            return float(node)
-        return str(node)
+        items = []
+        for i, v in enumerate(node):
+            path.append(i)
+            items.append(_plain(v, path, depth + 1))
+            path.pop()
+        return items
+    if isinstance(node, bool) or node is None:
+        return node
+    # ruamel scalar subclasses (ScalarFloat, etc.) become builtins
+    if isinstance(node, int):
+        if abs(node) >= _MAX_INT:  # only hex, octal or binary get here: see _Constructor
+            raise _InvalidValueError(
+                list(path), "integer is too large (more than 4000 digits)", "use a smaller number"
+            )
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return _text(str(node), path)
     # dates and timestamps: keep their ISO text, JSON Schema sees strings
     iso = getattr(node, "isoformat", None)
     if callable(iso):
         return str(iso())
-    return str(node)
+    return _text(str(node), path)  # e.g. a scalar with a custom tag (`!custom text`)
+
+
+class _RecursiveAliasError(ComposerError):
+    """An alias inside the node its anchor names."""
+
+    hint = "an alias cannot refer to a node that contains it; copy the values instead"
+
+
+class _Composer(Composer):
+    """ruamel's composer, refusing recursive aliases and quiet about redefined anchors.
+
+    An alias inside the node it names (``a: &a [*a]``) would be constructed as ``None``, or
+    crash ruamel in a merge (``&a {<<: *a}``); no contract can mean one, so it is an error.
+    Redefining an anchor is allowed by YAML: later aliases name the newer node.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self.warn_double_anchors = False
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.parser.check_event(AliasEvent):
+            event = self.parser.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None and target.end_mark is None:  # still being composed
+                raise _RecursiveAliasError(
+                    None,
+                    None,
+                    f"found recursive alias {event.anchor!r}: it is inside the node it names",
+                    event.start_mark,
+                )
+        return super().compose_node(parent, index)
+
+
+class _BadScalarError(ConstructorError):
+    """A scalar whose text its tag (explicit, or resolved like ``!!int``) cannot convert."""
+
+    hint = "fix the value, or remove an explicit tag such as !!int"
+
+
+class _Constructor(RoundTripConstructor):
+    """Round-trip constructor that reports a scalar it cannot convert, with its position.
+
+    An explicit tag can ask for a conversion the text does not allow (``!!int abc``,
+    ``!!bool maybe``, ``!!timestamp 2026-13-45``, an integer of more than 4300 digits);
+    ruamel then raises ``ValueError``/``KeyError``/``OverflowError`` without a position.
+    Unknown tags, ``!!python/...`` included, construct no Python objects in round-trip mode.
+    """
+
+    def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
+        try:
+            return super().construct_non_recursive_object(node, tag)
+        except (ValueError, KeyError, OverflowError) as exc:
+            name = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            what = "this value"
+            if isinstance(node, ScalarNode):
+                text = str(node.value)
+                what = repr(text if len(text) <= 40 else text[:37] + "...")
+            reason = "not a recognised value" if isinstance(exc, KeyError) else str(exc)[:200]
+            raise _BadScalarError(
+                None, None, f"cannot read {what} as {name}: {reason}", node.start_mark
+            ) from None
 
 
 def _line_col(text: str, position: int | None) -> tuple[int, int]:
@@ -97,11 +228,33 @@ def _line_col(text: str, position: int | None) -> tuple[int, int]:
     return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
 
 
+def _too_deep(file: str, line: int, col: int) -> ContractError:
+    message = f"nested too deeply (more than {MAX_DEPTH} levels)"
+    return ContractError([Issue(file, line, col, "", message, _DEPTH_HINT)])
+
+
 def parse_yaml(text: str, file: str) -> Document:
-    """Parse YAML text; syntax errors and duplicate keys raise ``ContractError`` with position."""
+    """Parse YAML text; syntax errors and duplicate keys raise ``ContractError`` with position.
+
+    So does anything else no contract can hold: nesting deeper than :data:`MAX_DEPTH`, a
+    lone surrogate (``"\\ud800"``), a tagged scalar that cannot be converted (``!!int x``).
+    """
     yaml = YAML(typ="rt")
+    yaml.Composer = _Composer
+    yaml.Constructor = _Constructor
+    yaml.max_depth = MAX_DEPTH
     try:
         tree = yaml.load(text)
+    except MaxDepthExceededError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        raise _too_deep(file, line, col) from None
+    except (_BadScalarError, _RecursiveAliasError) as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        raise ContractError(
+            [Issue(file, line, col, "", f"YAML error: {exc.problem}", exc.hint)]
+        ) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -127,7 +280,45 @@ def parse_yaml(text: str, file: str) -> Document:
         raise ContractError(
             [Issue(file, line, col, "", f"YAML error: {problem}", "remove the control character")]
         ) from None
-    return Document(file=file, data=_plain(tree), tree=tree)
+    except RecursionError:
+        # max_depth keeps the composer well inside the limit; this only happens when the
+        # caller's own stack is already nearly exhausted, and then no position is known
+        raise _too_deep(file, 1, 1) from None
+    doc = Document(file=file, data=None, tree=tree)
+    try:
+        doc.data = _plain(tree, [])
+    except _InvalidValueError as exc:
+        line, col = doc.locate(exc.path)
+        raise ContractError(
+            [Issue(file, line, col, _printable_path(exc.path), exc.message, exc.hint)]
+        ) from None
+    return doc
+
+
+def _printable_path(parts: Sequence[PathPart]) -> str:
+    # a key holding a lone surrogate cannot be encoded for printing: show it escaped
+    return _BAD_CHAR.sub(lambda m: ascii(m.group())[1:-1], format_path(parts))
+
+
+def _utf8_error(file: str, exc: UnicodeDecodeError) -> ContractError:
+    """Locate the first byte that is not UTF-8: ``exc.object`` holds the whole file's bytes."""
+    before = bytes(exc.object[: exc.start]).decode("utf-8")  # valid: the error is the first
+    before = before.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
+    line, col = _line_col(before, len(before))
+    raw = bytes(exc.object[exc.start : exc.end])[:4]
+    bad = ("byte " if len(raw) == 1 else "bytes ") + " ".join(f"0x{b:02x}" for b in raw)
+    return ContractError(
+        [
+            Issue(
+                file,
+                line,
+                col,
+                "",
+                f"invalid UTF-8: {bad} at byte offset {exc.start} ({exc.reason})",
+                "save the file as UTF-8 and replace the damaged character",
+            )
+        ]
+    )
 
 
 def read_yaml(path: str | Path) -> Document:
@@ -137,7 +328,9 @@ def read_yaml(path: str | Path) -> Document:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ContractError([Issue(str(p), 1, 1, "", "file not found", "check the path")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise _utf8_error(str(p), exc) from None
+    except OSError as exc:
         raise ContractError(
             [Issue(str(p), 1, 1, "", f"cannot read file: {exc}", "make it a readable UTF-8 file")]
         ) from None
