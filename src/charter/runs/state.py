@@ -1,16 +1,17 @@
 """A run's state, derived only by folding its events.
 
 The live loop, ``charter replay`` and ``charter policy backtest`` all build their view of
-a run with :func:`fold`, and build every policy request from that view with the functions
-at the end of this module — one code path, so a replay sees exactly what the policy saw.
+a run with a :class:`Folder`, and build every policy request from that view with the
+functions at the end of this module — one code path, so a replay sees exactly what the
+policy saw.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from charter.contract.model import Contract
 from charter.ledger.events import (
@@ -22,6 +23,7 @@ from charter.ledger.events import (
     ActionTimedOut,
     ChannelRead,
     CompensationStarted,
+    Event,
     ModelCalled,
     ProposalAccepted,
     ProposalRejected,
@@ -39,7 +41,35 @@ from charter.ledger.events import (
 from charter.policy.decision import PRECEDENCE
 from charter.primitives import digest, parse_time
 
-TERMINAL = frozenset({"completed", "failed", "escalated", "refused", "cancelled"})
+#: Where a run is: ``queued`` for a worker, ``running`` (admitted, being worked on),
+#: ``waiting`` for a review, or ended.
+RunStatus = Literal[
+    "queued", "running", "waiting", "completed", "failed", "escalated", "refused", "cancelled"
+]
+#: How far one proposed action got (see :class:`Slot`).
+SlotStatus = Literal[
+    "proposed",
+    "decided",
+    "waiting",
+    "approved",
+    "edited",
+    "started",
+    "completed",
+    "failed",
+    "denied",
+    "rejected",
+    "shadowed",
+]
+
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "escalated", "refused", "cancelled"})
+#: The status each event that ends a run leaves it in.
+TERMINAL_STATUS: dict[type[Event], RunStatus] = {
+    RunRefused: "refused",
+    RunCompleted: "completed",
+    RunFailed: "failed",
+    RunEscalated: "escalated",
+    RunCancelled: "cancelled",
+}
 
 
 def action_digest(run_id: str, step: int | None, action: str | None, args: Any) -> str:
@@ -69,7 +99,7 @@ class Slot:
     #: the effect the approval answered (``review``, ``escalate``, ``batch``), or ``allow``
     #: once an edit was re-decided as allow: a later decision stronger than this one wins
     approved_effect: str | None = None
-    status: str = "proposed"
+    status: SlotStatus = "proposed"
     result: Any = None
     reason: str = ""
     attempts: int = 0
@@ -77,6 +107,7 @@ class Slot:
 
     @property
     def settled(self) -> bool:
+        """Nothing more will happen to this action."""
         return self.status in ("completed", "failed", "denied", "rejected", "shadowed")
 
 
@@ -89,7 +120,7 @@ class RunState:
     caller_context: dict[str, Any] = field(default_factory=dict)
     submitted_at: str = ""
     model_override: str | None = None  # ``provider:model`` chosen at submission, if any
-    status: str = "queued"
+    status: RunStatus = "queued"
     admitted: bool = False
     channels: dict[str, tuple[Any, str]] = field(default_factory=dict)
     observations: list[dict[str, Any]] = field(default_factory=list)
@@ -186,8 +217,27 @@ def input_observations(contract: Contract, payload: Mapping[str, Any]) -> list[d
     return out
 
 
+_Handler = Callable[["Folder", Any, StoredEvent], None]
+_HANDLERS: dict[type[Event], _Handler] = {}
+
+
+def _applies(*types: type[Event]) -> Callable[[_Handler], _Handler]:
+    """Register a :class:`Folder` method as what an event type does to a run's state."""
+
+    def register(handler: _Handler) -> _Handler:
+        for t in types:
+            _HANDLERS[t] = handler
+        return handler
+
+    return register
+
+
 class Folder:
-    """Applies events to a :class:`RunState`; the live loop applies each event it appends."""
+    """Applies events to a :class:`RunState`; the live loop applies each event it appends.
+
+    One handler per event type (``_on_*``, registered with ``@_applies``); an event type
+    without one (``budget.exceeded``) records a fact without changing what the run does next.
+    """
 
     def __init__(self, contract: Contract, run_id: str) -> None:
         self.contract = contract
@@ -199,183 +249,210 @@ class Folder:
         return self.state
 
     def apply(self, stored: StoredEvent) -> None:
+        self.state.seq = stored.seq
+        self.state.last_at = stored.at
+        handler = _HANDLERS.get(type(stored.event))
+        if handler is not None:
+            handler(self, stored.event, stored)
+
+    @_applies(RunSubmitted)
+    def _on_submitted(self, ev: RunSubmitted, stored: StoredEvent) -> None:
         s = self.state
-        ev = stored.event
-        s.seq = stored.seq
-        s.last_at = stored.at
-        if isinstance(ev, RunSubmitted):
-            s.contract, s.policy_hash = ev.contract, ev.policy_hash
-            s.input, s.caller_context = dict(ev.input), dict(ev.context)
-            s.submitted_at = ev.submitted_at or stored.at
-            s.model_override = ev.model
-            s.observations.extend(input_observations(self.contract, ev.input))
-        elif isinstance(ev, ChannelRead):
-            s.channels[ev.channel] = (ev.content, ev.read_at)
-            s.observations.append(
-                {"channel": ev.channel, "labels": list(ev.labels), "content": ev.content}
-            )
-        elif isinstance(ev, RunAdmitted):
-            s.admitted = True
-            s.status = "running"
-            s.review = None
-        elif isinstance(ev, ModelCalled):
-            s.model_calls += 1
-            s.input_tokens += ev.input_tokens
-            s.output_tokens += ev.output_tokens
-            s.cost_usd += ev.cost_usd
-        elif isinstance(ev, ProposalRejected):
-            s.attempt += 1
-            s.feedback = list(ev.reasons)
-        elif isinstance(ev, ProposalAccepted):
-            self._close_proposal()
-            s.step = ev.step
-            s.attempt = 1
-            s.feedback = []
-            s.proposal = {
-                "actions": ev.actions,
-                "confidence": ev.confidence,
-                "rationale": ev.rationale,
-                "final": ev.final,
-            }
-            s.slots = [
-                Slot(index=i, name=a["name"], args=dict(a.get("args") or {}))
-                for i, a in enumerate(ev.actions)
-            ]
-        elif isinstance(ev, ActionDecided):
-            slot = s.slots[ev.index]
-            slot.step = ev.step
-            slot.args = dict(ev.args)
-            slot.decision = ev.decision
-            s.next_step = max(s.next_step, ev.step + 1)
-            effect = ev.decision["effect"]
-            if effect == "deny":
-                slot.status = "denied"
-                slot.reason = "; ".join(ev.decision["reasons"])
-            elif slot.status in ("approved", "edited"):
-                # decided again before it runs: an edit is a new proposal that only `allow`
-                # lets run on the approval; an approved action runs unless the decision on
-                # current facts is stronger than the one the approval answered
-                bound = "allow" if slot.status == "edited" else (slot.approved_effect or "review")
-                if PRECEDENCE[effect] > PRECEDENCE[bound]:
-                    slot.status = "waiting"
-                    slot.verdict = None
-                else:
-                    slot.status = "approved"
-                    slot.approved_effect = bound
-            elif effect == "allow":
-                slot.status = "decided"
-            else:
+        s.contract, s.policy_hash = ev.contract, ev.policy_hash
+        s.input, s.caller_context = dict(ev.input), dict(ev.context)
+        s.submitted_at = ev.submitted_at or stored.at
+        s.model_override = ev.model
+        s.observations.extend(input_observations(self.contract, ev.input))
+
+    @_applies(ChannelRead)
+    def _on_channel_read(self, ev: ChannelRead, stored: StoredEvent) -> None:
+        s = self.state
+        s.channels[ev.channel] = (ev.content, ev.read_at)
+        s.observations.append(
+            {"channel": ev.channel, "labels": list(ev.labels), "content": ev.content}
+        )
+
+    @_applies(RunAdmitted)
+    def _on_admitted(self, ev: RunAdmitted, stored: StoredEvent) -> None:
+        s = self.state
+        s.admitted = True
+        s.status = "running"
+        s.review = None
+
+    @_applies(ModelCalled)
+    def _on_model_called(self, ev: ModelCalled, stored: StoredEvent) -> None:
+        s = self.state
+        s.model_calls += 1
+        s.input_tokens += ev.input_tokens
+        s.output_tokens += ev.output_tokens
+        s.cost_usd += ev.cost_usd
+
+    @_applies(ProposalRejected)
+    def _on_proposal_rejected(self, ev: ProposalRejected, stored: StoredEvent) -> None:
+        self.state.attempt += 1
+        self.state.feedback = list(ev.reasons)
+
+    @_applies(ProposalAccepted)
+    def _on_proposal_accepted(self, ev: ProposalAccepted, stored: StoredEvent) -> None:
+        s = self.state
+        if s.proposal is not None:
+            s.history.append(_step_record(s))
+        s.step = ev.step
+        s.attempt = 1
+        s.feedback = []
+        s.proposal = {
+            "actions": ev.actions,
+            "confidence": ev.confidence,
+            "rationale": ev.rationale,
+            "final": ev.final,
+        }
+        s.slots = [
+            Slot(index=i, name=a["name"], args=dict(a.get("args") or {}))
+            for i, a in enumerate(ev.actions)
+        ]
+
+    @_applies(ActionDecided)
+    def _on_action_decided(self, ev: ActionDecided, stored: StoredEvent) -> None:
+        s = self.state
+        slot = s.slots[ev.index]
+        slot.step = ev.step
+        slot.args = dict(ev.args)
+        slot.decision = ev.decision
+        s.next_step = max(s.next_step, ev.step + 1)
+        effect = ev.decision["effect"]
+        if effect == "deny":
+            slot.status = "denied"
+            slot.reason = "; ".join(ev.decision["reasons"])
+        elif slot.status in ("approved", "edited"):
+            # decided again before it runs: an edit is a new proposal that only `allow`
+            # lets run on the approval; an approved action runs unless the decision on
+            # current facts is stronger than the one the approval answered
+            bound = "allow" if slot.status == "edited" else (slot.approved_effect or "review")
+            if PRECEDENCE[effect] > PRECEDENCE[bound]:
                 slot.status = "waiting"
-        elif isinstance(ev, ReviewRequested):
-            s.review = ev
-            s.requests.append(ev)
-            s.status = "waiting"
-            if ev.kind == "action" and ev.step is not None:
-                for slot in s.slots:
-                    if slot.step == ev.step:
-                        slot.review_id = ev.review_id
-        elif isinstance(ev, ReviewDecided):
-            s.review_verdicts[ev.review_id] = ev
-            req = s.review
-            s.review = None
-            if not s.is_terminal:
-                s.status = "running"
-            if req is not None and req.kind == "action":
-                for slot in s.slots:
-                    if slot.review_id == ev.review_id:
-                        slot.verdict = ev.verdict
-                        if ev.verdict == "approve":
-                            slot.status = "approved"
-                            slot.approved_digest = ev.digest
-                            slot.approved_effect = req.effect
-                            if ev.edited_args is not None:
-                                slot.args = dict(ev.edited_args)
-                                slot.status = "edited"
-                        else:
-                            slot.status = "rejected"
-                            slot.reason = ev.comment or (
-                                f"review timed out ({ev.effect})"
-                                if ev.verdict == "expired"
-                                else "rejected by reviewer"
-                            )
-        elif isinstance(ev, ActionStarted):
-            if ev.compensation:
-                s.compensation_attempts[ev.step] = ev.attempt
-                return
-            started = self._slot(ev.step)
-            if started is not None:
-                started.status = "started"
-                started.attempts = ev.attempt
-        elif isinstance(ev, ActionCompleted):
-            if ev.compensation:
-                s.compensated.append(ev.step)
-                return
-            s.executed.append(
-                {"step": ev.step, "name": ev.action, "args": ev.args, "result": ev.result}
-            )
-            s.observations.append(
-                {"channel": f"action:{ev.action}", "labels": [], "content": ev.result}
-            )
-            done = self._slot(ev.step)
-            if done is not None:
-                done.status = "completed"
-                done.result = ev.result
-        elif isinstance(ev, ActionTimedOut):
-            if ev.compensation:
-                s.compensation_timeouts[ev.step] = s.compensation_timeouts.get(ev.step, 0) + 1
-                return
-            timed_out = self._slot(ev.step)
-            if timed_out is not None:
-                timed_out.timeouts += 1
-                timed_out.reason = f"timed out after {ev.timeout_s:g}s (attempt {ev.attempt})"
-        elif isinstance(ev, ActionFailed):
-            if ev.compensation:
-                s.compensated.append(ev.step)
-                return
-            failed = self._slot(ev.step)
-            if failed is not None:
-                failed.status = "failed"
-                failed.reason = ev.error
-            s.failed_action = ev.error
-        elif isinstance(ev, ActionShadowed):
-            shadowed = self._slot(ev.step)
-            if shadowed is not None:
-                shadowed.status = "shadowed"
-                shadowed.reason = f"shadow mode: decided {ev.effect}, not executed"
-        elif isinstance(ev, CompensationStarted):
-            s.compensating = True
-            s.compensation_steps = list(ev.steps)
-            s.compensation_reason = ev.reason
-        elif isinstance(ev, RunRefused):
-            s.status = "refused"
-            s.terminal = stored
-        elif isinstance(ev, RunCompleted):
-            s.status = "completed"
-            s.terminal = stored
-        elif isinstance(ev, RunFailed):
-            s.status = "failed"
-            s.terminal = stored
-        elif isinstance(ev, RunEscalated):
-            s.status = "escalated"
-            s.terminal = stored
-        elif isinstance(ev, RunCancelled):
-            s.status = "cancelled"
-            s.terminal = stored
+                slot.verdict = None
+            else:
+                slot.status = "approved"
+                slot.approved_effect = bound
+        elif effect == "allow":
+            slot.status = "decided"
+        else:
+            slot.status = "waiting"
+
+    @_applies(ReviewRequested)
+    def _on_review_requested(self, ev: ReviewRequested, stored: StoredEvent) -> None:
+        s = self.state
+        s.review = ev
+        s.requests.append(ev)
+        s.status = "waiting"
+        if ev.kind == "action" and ev.step is not None:
+            slot = self._slot(ev.step)
+            if slot is not None:
+                slot.review_id = ev.review_id
+
+    @_applies(ReviewDecided)
+    def _on_review_decided(self, ev: ReviewDecided, stored: StoredEvent) -> None:
+        s = self.state
+        s.review_verdicts[ev.review_id] = ev
+        req = s.review
+        s.review = None
+        if not s.is_terminal:
+            s.status = "running"
+        if req is None or req.kind != "action":
+            return
+        for slot in s.slots:
+            if slot.review_id != ev.review_id:
+                continue
+            slot.verdict = ev.verdict
+            if ev.verdict == "approve":
+                slot.status = "approved"
+                slot.approved_digest = ev.digest
+                slot.approved_effect = req.effect
+                if ev.edited_args is not None:
+                    slot.args = dict(ev.edited_args)
+                    slot.status = "edited"
+            else:
+                slot.status = "rejected"
+                slot.reason = ev.comment or (
+                    f"review timed out ({ev.effect})"
+                    if ev.verdict == "expired"
+                    else "rejected by reviewer"
+                )
+
+    @_applies(ActionStarted)
+    def _on_action_started(self, ev: ActionStarted, stored: StoredEvent) -> None:
+        if ev.compensation:
+            self.state.compensation_attempts[ev.step] = ev.attempt
+            return
+        slot = self._slot(ev.step)
+        if slot is not None:
+            slot.status = "started"
+            slot.attempts = ev.attempt
+
+    @_applies(ActionCompleted)
+    def _on_action_completed(self, ev: ActionCompleted, stored: StoredEvent) -> None:
+        s = self.state
+        if ev.compensation:
+            s.compensated.append(ev.step)
+            return
+        s.executed.append(
+            {"step": ev.step, "name": ev.action, "args": ev.args, "result": ev.result}
+        )
+        s.observations.append(
+            {"channel": f"action:{ev.action}", "labels": [], "content": ev.result}
+        )
+        slot = self._slot(ev.step)
+        if slot is not None:
+            slot.status = "completed"
+            slot.result = ev.result
+
+    @_applies(ActionTimedOut)
+    def _on_action_timed_out(self, ev: ActionTimedOut, stored: StoredEvent) -> None:
+        s = self.state
+        if ev.compensation:
+            s.compensation_timeouts[ev.step] = s.compensation_timeouts.get(ev.step, 0) + 1
+            return
+        slot = self._slot(ev.step)
+        if slot is not None:
+            slot.timeouts += 1
+            slot.reason = f"timed out after {ev.timeout_s:g}s (attempt {ev.attempt})"
+
+    @_applies(ActionFailed)
+    def _on_action_failed(self, ev: ActionFailed, stored: StoredEvent) -> None:
+        s = self.state
+        if ev.compensation:
+            s.compensated.append(ev.step)
+            return
+        slot = self._slot(ev.step)
+        if slot is not None:
+            slot.status = "failed"
+            slot.reason = ev.error
+        s.failed_action = ev.error
+
+    @_applies(ActionShadowed)
+    def _on_action_shadowed(self, ev: ActionShadowed, stored: StoredEvent) -> None:
+        slot = self._slot(ev.step)
+        if slot is not None:
+            slot.status = "shadowed"
+            slot.reason = f"shadow mode: decided {ev.effect}, not executed"
+
+    @_applies(CompensationStarted)
+    def _on_compensation_started(self, ev: CompensationStarted, stored: StoredEvent) -> None:
+        s = self.state
+        s.compensating = True
+        s.compensation_steps = list(ev.steps)
+        s.compensation_reason = ev.reason
+
+    @_applies(RunRefused, RunCompleted, RunFailed, RunEscalated, RunCancelled)
+    def _on_ended(self, ev: Event, stored: StoredEvent) -> None:
+        self.state.status = TERMINAL_STATUS[type(ev)]
+        self.state.terminal = stored
 
     def _slot(self, step: int) -> Slot | None:
         for slot in self.state.slots:
             if slot.step == step:
                 return slot
         return None
-
-    def _close_proposal(self) -> None:
-        s = self.state
-        if s.proposal is not None:
-            s.history.append(_step_record(s))
-
-
-def fold(contract: Contract, run_id: str, events: Iterable[StoredEvent]) -> RunState:
-    return Folder(contract, run_id).apply_all(events)
 
 
 def history_for_model(state: RunState) -> list[dict[str, Any]]:

@@ -24,18 +24,13 @@ from charter.ledger.events import (
     Event,
     ReviewDecided,
     ReviewRequested,
-    RunCancelled,
-    RunCompleted,
-    RunEscalated,
-    RunFailed,
-    RunRefused,
     StoredEvent,
 )
 from charter.ledger.store import ConflictError, Store
 from charter.policy.history import args_match
 from charter.primitives import format_time, parse_time
 from charter.runs.decisions import LedgerHistory, RecordingHistory
-from charter.runs.state import Folder, RunState
+from charter.runs.state import TERMINAL_STATUS, Folder, RunState
 
 Clock = Callable[[], datetime]
 
@@ -43,16 +38,9 @@ Clock = Callable[[], datetime]
 def status_after(events: list[Event]) -> dict[str, Any]:
     """The runs row's new ``status`` (and ``wake_at``) after ``events``, if they change it."""
     for ev in reversed(events):
-        if isinstance(ev, RunRefused):
-            return {"status": "refused", "wake_at": None}
-        if isinstance(ev, RunCompleted):
-            return {"status": "completed", "wake_at": None}
-        if isinstance(ev, RunFailed):
-            return {"status": "failed", "wake_at": None}
-        if isinstance(ev, RunEscalated):
-            return {"status": "escalated", "wake_at": None}
-        if isinstance(ev, RunCancelled):
-            return {"status": "cancelled", "wake_at": None}
+        ended = TERMINAL_STATUS.get(type(ev))
+        if ended is not None:
+            return {"status": ended, "wake_at": None}
         if isinstance(ev, ReviewRequested):
             return {"status": "waiting", "wake_at": ev.due_at}
         if isinstance(ev, ReviewDecided):
