@@ -39,3 +39,15 @@ def test_format_round_trips(text: str) -> None:
 
 def test_format_zero() -> None:
     assert format_duration(timedelta()) == "0s"
+
+
+def test_the_published_schemas_use_the_one_duration_and_import_path_syntax() -> None:
+    from charter.contract.validate import schema
+    from charter.primitives import DURATION_PATTERN, IMPORT_PATH_PATTERN
+
+    for name in ("contract", "pack"):
+        defs = schema(name).get("$defs", {})
+        if "duration" in defs:
+            assert defs["duration"]["pattern"] == DURATION_PATTERN
+        if "import_path" in defs:
+            assert defs["import_path"]["pattern"] == IMPORT_PATH_PATTERN

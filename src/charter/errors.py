@@ -1,22 +1,32 @@
-"""Charter's exception tree.
+"""Charter's exception tree: every error Charter raises on purpose, in this one module.
 
-Every error Charter raises on purpose is a :class:`CharterError` with a stable ``code``
-(used in JSON error envelopes) and an ``exit_code`` (used by the CLI), so callers can
-tell a user's mistake from a run that failed without parsing messages::
+Each is a :class:`CharterError` with a stable ``code`` (used in JSON error envelopes) and
+an ``exit_code`` (used by the CLI), so callers can tell a user's mistake from a run that
+failed without parsing messages::
 
-    CharterError
-    ├── UsageError            bad input from the caller (malformed JSON, unknown option value)
-    │   └── IdempotencyConflictError  a known idempotency key sent with a different task
-    ├── ConfigurationError    this process cannot run what a contract names (missing module)
-    ├── WorkerCrashedError    a worker thread died of something unexpected
-    ├── ContractError         a contract, pack or policy test file failed to load (all issues)
-    ├── NotFoundError         a contract, run or review that does not exist
-    ├── PolicyError           the policy engine was asked something it cannot answer
-    ├── ModelError            a model provider failed or was refused (guard, SDK missing, API error)
-    └── StoreError            the ledger store is missing, corrupt or unreachable
+    CharterError                    charter_error         1
+    ├── UsageError                  usage_error           2  bad input from the caller
+    │   └── IdempotencyConflictError idempotency_conflict 2  a known key with another task
+    ├── ConfigurationError          configuration_error   6  code a contract names is missing here
+    ├── ContractError               invalid_contract      4  a contract, pack or test file (all issues)
+    ├── NotFoundError               not_found             5  a contract, run or review
+    ├── PolicyError                 policy_error          2  a question policy cannot answer
+    │   ├── CelCompileError         cel_compile_error     2  an expression that does not parse
+    │   └── CelEvalError            cel_eval_error        2  an expression that failed evaluating
+    ├── ModelError                  model_error           2  a provider failed or was refused
+    │   └── ModelRequestBlockedError model_requests_blocked 2 a request the guard stopped
+    ├── ExecutorError               executor_error        1  an executor's call failed
+    ├── RunStateError               run_state_error       1  a run's events contradict each other
+    ├── RunBusyError                run_busy              1  another worker holds the run
+    ├── WorkerCrashedError          worker_crashed        1  a worker thread died unexpectedly
+    └── StoreError                  store_error           3  the ledger is missing, corrupt, unreachable
+        ├── ConflictError           conflict              3  someone else appended first
+        ├── StoreUnavailableError   store_unavailable     3  the database is unreachable (retry)
+        └── StoreLockedError        store_locked          3  another process holds a lock
 
 User mistakes exit with 2 (like click), failures of the ledger with 3, a contract that does
 not load with 4, something missing with 5, a process misconfigured for its work with 6.
+``tests/test_errors.py`` keeps this drawing equal to the classes below.
 """
 
 from __future__ import annotations
@@ -84,6 +94,18 @@ class PolicyError(CharterError):
     exit_code = 2
 
 
+class CelCompileError(PolicyError, ValueError):
+    """An expression that does not parse; the message keeps CEL's own caret diagram."""
+
+    code = "cel_compile_error"
+
+
+class CelEvalError(PolicyError, RuntimeError):
+    """An expression that failed while evaluating (missing field, wrong types, ...)."""
+
+    code = "cel_eval_error"
+
+
 class ModelError(CharterError):
     """A model provider could not answer: SDK missing, request blocked, or the API failed.
 
@@ -95,11 +117,60 @@ class ModelError(CharterError):
     exit_code = 2
 
 
+class ModelRequestBlockedError(ModelError):
+    """A request to a real model was refused because model requests are switched off
+    (``CHARTER_ALLOW_MODEL_REQUESTS=false``: only loopback hosts are allowed)."""
+
+    code = "model_requests_blocked"
+
+
+class ExecutorError(CharterError):
+    """An executor's call failed in a way it reports (an HTTP executor's refusal or outage)."""
+
+    code = "executor_error"
+
+
+class RunStateError(CharterError):
+    """A run's recorded events contradict what the runtime must rely on: an approval that
+    does not match the action about to run, an action in a state no event leads to. The run
+    fails with the reason rather than act on a ledger it cannot trust."""
+
+    code = "run_state_error"
+
+
+class RunBusyError(CharterError):
+    """Another worker holds the run's lease; try again when it lets go."""
+
+    code = "run_busy"
+
+
 class StoreError(CharterError):
     """The ledger store cannot be opened, is corrupt or refused an operation."""
 
     code = "store_error"
     exit_code = 3
+
+
+class ConflictError(StoreError):
+    """Someone else appended to the run first, or this worker's lease was taken over."""
+
+    code = "conflict"
+
+
+class StoreUnavailableError(StoreError):
+    """The database could not be reached or dropped the connection (retry later).
+
+    Workers back off and carry on: nothing was half-written (a transaction either committed
+    or did not), and the next worker to claim a run re-reads its ledger.
+    """
+
+    code = "store_unavailable"
+
+
+class StoreLockedError(StoreError):
+    """Another process holds a lock on the ledger longer than this one would wait."""
+
+    code = "store_locked"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import importlib
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from charter.errors import ConfigurationError
@@ -30,6 +30,14 @@ def format_time(value: datetime) -> str:
 def parse_time(text: str) -> datetime:
     """A time the ledger wrote (or any ISO 8601 instant) as an aware ``datetime``."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def parse_instant(text: str) -> datetime:
+    """ISO 8601 with a timezone; ``Z`` accepted. Naive times are rejected, not guessed."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no timezone; add Z or an offset such as +02:00")
+    return value.astimezone(UTC)
 
 
 # -- durations --------------------------------------------------------------------------
@@ -105,6 +113,10 @@ def digest(data: Any) -> str:
 
 
 # -- code named by import path ----------------------------------------------------------
+
+#: ``package.module:function``, as contracts name executors, readers and model scripts
+#: (also published in the contract JSON Schema).
+IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 
 _callables: dict[str, Callable[..., Any]] = {}
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from charter.errors import NotFoundError, StoreError
+from charter.errors import ConflictError, NotFoundError, StoreError
 from charter.ledger.events import RunCancelled
 from charter.ledger.migrations import MIGRATIONS
 from charter.ledger.sqlite import SQLiteStore
-from charter.ledger.store import ConflictError, open_store
+from charter.ledger.store import open_store
 from charter.runs.runtime import Runtime
 from tests.ledger.tamper import execute, query
 from tests.runs.domain import PROFILE_EMAIL, Clock, Effects, contract

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from charter.errors import NotFoundError, StoreError
+from charter.errors import ConflictError, NotFoundError, StoreError
 from charter.ledger.chain import GENESIS, event_hash
 from charter.ledger.events import (
     ActionCompleted,
@@ -28,7 +28,7 @@ from charter.ledger.events import (
     RunSubmitted,
 )
 from charter.ledger.migrations import MIGRATIONS
-from charter.ledger.store import ConflictError, Store, open_store
+from charter.ledger.store import Store, open_store
 from charter.ledger.verify import verify_run
 from charter.primitives import canonical
 from charter.runs.runtime import Runtime

@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-from charter.errors import ModelError
+from charter.errors import ModelError, ModelRequestBlockedError
 from charter.models.anthropic_provider import AnthropicProvider
 from charter.models.base import ModelRequest, Usage
 from charter.models.common import ProviderSettings
-from charter.models.guard import ModelRequestBlockedError
 from tests.models.fake_servers import (
     FakeModelServer,
     anthropic_error,

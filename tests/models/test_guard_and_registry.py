@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from charter.errors import CharterError, UsageError
-from charter.models.guard import ModelRequestBlockedError, check_url, is_local, requests_allowed
+from charter.errors import CharterError, ModelRequestBlockedError, UsageError
+from charter.models.guard import check_url, is_local, requests_allowed
 from charter.models.openai_provider import OpenAIProvider
 from charter.models.registry import (
     ModelSpec,

@@ -7,10 +7,9 @@ import time
 
 import pytest
 
-from charter.errors import ModelError
+from charter.errors import ModelError, ModelRequestBlockedError
 from charter.models.base import ModelRequest, Usage
 from charter.models.common import ProviderSettings
-from charter.models.guard import ModelRequestBlockedError
 from charter.models.openai_provider import OpenAIProvider
 from tests.models.fake_servers import (
     FakeModelServer,

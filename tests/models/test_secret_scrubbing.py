@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from charter.errors import ModelError
+from charter.errors import ExecutorError, ModelError
 from charter.execution.base import ExecutionContext
-from charter.execution.executors import ExecutorError, HttpExecutor
+from charter.execution.executors import HttpExecutor
 from charter.ledger.events import ActionFailed, ModelCalled, RunFailed
 from charter.models.anthropic_provider import AnthropicProvider
 from charter.models.base import ModelRequest

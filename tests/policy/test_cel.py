@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from charter.policy.cel import CelCompileError, CelEvalError, Environment, compile_expression
+from charter.errors import CelCompileError, CelEvalError
+from charter.policy.cel import Environment, compile_expression
 from tests.helpers import NOW, contract_with, rule
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from charter.errors import ExecutorError
 from charter.execution.base import ExecutionContext
-from charter.execution.executors import ExecutorError, HttpExecutor, resolve_executor
+from charter.execution.executors import HttpExecutor, resolve_executor
 from charter.ledger.events import ActionCompleted, ActionFailed, ActionStarted
 from charter.runs.runtime import Runtime
 from tests.runs.domain import Effects, contract

@@ -9,11 +9,12 @@ import click
 from charter.cli.common import echo_json, handle_errors, parse_json_arg, parse_json_object
 from charter.contract.model import Contract
 from charter.contract.registry import load_packs
+from charter.contract.testing import discover, run_file
 from charter.errors import UsageError
 from charter.policy.decision import DECISION_POINTS
 from charter.policy.history import ExecutedAction, InMemoryHistory
 from charter.policy.provenance import Observation
-from charter.policy.testing import discover, parse_instant, run_file
+from charter.primitives import parse_instant
 
 
 @click.group("policy")

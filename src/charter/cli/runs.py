@@ -46,8 +46,7 @@ from charter.ledger.events import (
 from charter.ledger.sqlbase import SqlStore
 from charter.ledger.store import Store, open_store
 from charter.ledger.verify import verify
-from charter.policy.testing import parse_instant
-from charter.primitives import format_time, parse_time
+from charter.primitives import format_time, parse_instant, parse_time
 from charter.runs.limits import Limits
 from charter.runs.replay import replay
 from charter.runs.report import build_report

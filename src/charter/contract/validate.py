@@ -21,13 +21,12 @@ from referencing import Registry, Resource
 
 from charter.contract.formats import KNOWN_FORMATS, unknown_formats
 from charter.contract.source import Document, PathPart
-from charter.errors import Issue
+from charter.primitives import DURATION_PATTERN, IMPORT_PATH_PATTERN
+from charter.errors import CelCompileError, CelEvalError, Issue
 from charter.policy.cel import (
     LIST_FUNCTIONS,
     STRING_FUNCTIONS,
     VARIABLES,
-    CelCompileError,
-    CelEvalError,
     Environment,
     compile_expression,
 )
@@ -113,9 +112,9 @@ def _hint(error: ValidationError) -> str:
         return f"make it {'an' if kind[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {kind}"
     if v == "pattern":
         pattern = str(error.validator_value)
-        if "ms|s|m|h|d" in pattern:
+        if pattern == DURATION_PATTERN:
             return "write a duration like 30s, 5m, 4h, 1d or 1h30m"
-        if ":" in pattern and "A-Za-z_" in pattern:
+        if pattern == IMPORT_PATH_PATTERN:
             return "write an import path like package.module:function"
         return f"match the pattern {pattern} (lower-case letters, digits, '-' and '_')"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):

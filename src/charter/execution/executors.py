@@ -14,18 +14,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from charter.errors import CharterError
+from charter.errors import ExecutorError
 from charter.execution.base import ExecutionContext
 from charter.primitives import import_callable, parse_duration
 from charter.scrub import scrub
 
 Executor = Callable[[dict[str, Any], ExecutionContext], Any]
-
-
-class ExecutorError(CharterError):
-    """An executor could not be resolved or its call failed."""
-
-    code = "executor_error"
 
 
 class HttpExecutor:

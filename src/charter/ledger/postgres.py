@@ -41,14 +41,10 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from charter.errors import StoreError
+from charter.errors import StoreError, StoreUnavailableError
 from charter.ledger.migrations import MIGRATIONS
 from charter.ledger.sqlbase import Cursor, SqlStore
-from charter.ledger.store import (
-    DEFAULT_PAYLOAD_CAP,
-    StoreUnavailableError,
-    check_schema_version,
-)
+from charter.ledger.store import DEFAULT_PAYLOAD_CAP, check_schema_version
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from charter import jsontext
-from charter.errors import NotFoundError, StoreError
+from charter.errors import ConflictError, NotFoundError, StoreError
 from charter.ledger.chain import GENESIS, event_hash
 from charter.ledger.events import (
     ActionCompleted,
@@ -39,7 +39,7 @@ from charter.ledger.events import (
     StoredEvent,
     decode,
 )
-from charter.ledger.store import _UNSET, ConflictError, RawEvent, ReviewRow, RunRow, Store
+from charter.ledger.store import _UNSET, RawEvent, ReviewRow, RunRow, Store
 from charter.primitives import canonical
 
 T = TypeVar("T")

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from charter.errors import StoreError
+from charter.errors import StoreError, StoreLockedError
 from charter.ledger.migrations import MIGRATIONS
 from charter.ledger.sqlbase import Cursor, SqlStore
-from charter.ledger.store import DEFAULT_PAYLOAD_CAP, StoreLockedError, check_schema_version
+from charter.ledger.store import DEFAULT_PAYLOAD_CAP, check_schema_version
 
 T = TypeVar("T")
 

@@ -24,28 +24,6 @@ DEFAULT_PAYLOAD_CAP = 64 * 1024
 DEFAULT_DB = "charter.db"
 
 
-class ConflictError(StoreError):
-    """Someone else appended to the run first, or this worker's lease was taken over."""
-
-    code = "conflict"
-
-
-class StoreUnavailableError(StoreError):
-    """The database could not be reached or dropped the connection (retry later).
-
-    Workers back off and carry on: nothing was half-written (a transaction either committed
-    or did not), and the next worker to claim a run re-reads its ledger.
-    """
-
-    code = "store_unavailable"
-
-
-class StoreLockedError(StoreError):
-    """Another process holds a lock on the ledger longer than this one would wait."""
-
-    code = "store_locked"
-
-
 def check_schema_version(version: int, where: str) -> None:
     """A read-only open cannot migrate: the ledger must be at exactly this code's schema."""
     from charter.ledger.migrations import MIGRATIONS

@@ -18,16 +18,10 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
-from charter.errors import ModelError
+from charter.errors import ModelRequestBlockedError
 
 ALLOW_ENV = "CHARTER_ALLOW_MODEL_REQUESTS"
 _OFF = frozenset({"0", "false", "no", "off"})
-
-
-class ModelRequestBlockedError(ModelError):
-    """A request to a real model was refused because model requests are switched off."""
-
-    code = "model_requests_blocked"
 
 
 def requests_allowed() -> bool:

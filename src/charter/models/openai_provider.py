@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from charter.errors import ModelError
+from charter.errors import ModelError, ModelRequestBlockedError
 from charter.models.base import ModelRequest, ModelResponse, Usage
 from charter.models.common import (
     MESSAGE_OVERHEAD,
@@ -44,7 +44,7 @@ from charter.models.common import (
     import_sdk,
     schema_tokens,
 )
-from charter.models.guard import ModelRequestBlockedError, check_url, request_hook
+from charter.models.guard import check_url, request_hook
 from charter.models.schema import TOOL_DESCRIPTION, TOOL_NAME, proposal_schema
 from charter.scrub import scrub
 

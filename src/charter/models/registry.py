@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from charter.contract.model import Contract
-from charter.errors import CharterError, UsageError
+from charter.errors import ModelError, UsageError
 from charter.ledger.store import Store
 from charter.models.base import ModelProvider
 from charter.models.common import ProviderSettings, import_sdk
@@ -52,7 +52,7 @@ Factory = Callable[[ProviderContext], ModelProvider]
 def _scripted(ctx: ProviderContext) -> ModelProvider:
     script = ctx.spec.model or ctx.contract.model.script
     if not script:
-        raise CharterError(
+        raise ModelError(
             f"{ctx.contract.ref}: the scripted provider needs `model.script: pkg.module:function`"
         )
     return ScriptedProvider(
@@ -79,7 +79,7 @@ def _replay(ctx: ProviderContext) -> ModelProvider:
     from charter.models.replay import ReplayProvider
 
     if ctx.store is None:
-        raise CharterError("the replay provider needs a ledger to answer from")
+        raise ModelError("the replay provider needs a ledger to answer from")
     return ReplayProvider(ctx.store, ctx.spec.model)
 
 
@@ -144,7 +144,7 @@ def create_provider(
     spec = spec_for(contract, override)
     factory = _FACTORIES.get(spec.provider)
     if factory is None:
-        raise CharterError(
+        raise ModelError(
             f"{contract.ref}: model provider {spec.provider!r} is not available; known: "
             f"{', '.join(known_providers())}, or configure it in Runtime(providers=...)"
         )

@@ -23,6 +23,8 @@ from typing import Any, TypeAlias
 import cel
 from cel.stdlib import EXTENSIONS
 
+from charter.errors import CelCompileError, CelEvalError
+
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 
@@ -93,14 +95,6 @@ ELEMENT = "[]"
 #: body reads of it is all that is read of each element. ``filter`` returns elements
 #: themselves, so it (and any other method) reads its receiver whole.
 _ELEMENT_MACROS = frozenset({"all", "exists", "exists_one", "map"})
-
-
-class CelCompileError(ValueError):
-    """An expression that does not parse; the message keeps CEL's own caret diagram."""
-
-
-class CelEvalError(RuntimeError):
-    """An expression that failed while evaluating (missing field, wrong types, ...)."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from charter.contract.model import Contract
+from charter.errors import CelEvalError
 from charter.ledger.store import Store
-from charter.policy.cel import CelEvalError, Environment
+from charter.policy.cel import Environment
 from charter.policy.decision import Decision
 from charter.policy.history import HistoryProvider
 from charter.primitives import format_time

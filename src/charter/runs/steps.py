@@ -24,7 +24,7 @@ from typing import Any
 
 from charter import jsontext
 from charter.contract.model import Contract
-from charter.errors import CharterError
+from charter.errors import CharterError, RunStateError
 from charter.execution.base import ExecutionContext
 from charter.execution.executors import resolve_executor
 from charter.execution.runner import CallRunner, ExecutorRaisedError, ExecutorTimeoutError
@@ -336,7 +336,7 @@ class StepMachine:
                 flush=True,
             )
             return self._execute(unit, slot.step, slot.name, slot.args, attempt, now)
-        raise CharterError(f"run {s.run_id}: action {slot.name} in unexpected state {slot.status}")
+        raise RunStateError(f"run {s.run_id}: action {slot.name} in unexpected state {slot.status}")
 
     def _act_on_approval(self, unit: Unit, slot: Slot, now: datetime) -> bool:
         """Decide an approved action again, on current facts, just before it would run.
@@ -409,7 +409,7 @@ class StepMachine:
     def _check_approval(self, unit: Unit, slot: Slot) -> None:
         expected = action_digest(unit.run_id, slot.step, slot.name, slot.args)
         if slot.approved_digest != expected:
-            raise CharterError(
+            raise RunStateError(
                 f"run {unit.run_id}: approval of step {slot.step} does not match the action about to run"
             )
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from charter.contract.model import Contract
+from charter.errors import ConflictError
 from charter.ledger.events import (
     ActionCompleted,
     ActionFailed,
@@ -26,7 +27,7 @@ from charter.ledger.events import (
     ReviewRequested,
     StoredEvent,
 )
-from charter.ledger.store import ConflictError, Store
+from charter.ledger.store import Store
 from charter.policy.history import args_match
 from charter.primitives import format_time, parse_time
 from charter.runs.decisions import LedgerHistory, RecordingHistory

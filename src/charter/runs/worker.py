@@ -26,8 +26,14 @@ import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from charter.errors import CharterError, ConfigurationError, StoreError
-from charter.ledger.store import ConflictError, RunRow, Store, StoreUnavailableError
+from charter.errors import (
+    ConfigurationError,
+    ConflictError,
+    RunBusyError,
+    StoreError,
+    StoreUnavailableError,
+)
+from charter.ledger.store import RunRow, Store
 from charter.primitives import format_time
 from charter.runs.catalog import Catalog
 from charter.runs.limits import Limits
@@ -76,7 +82,7 @@ class Worker:
             if leased is not None:
                 return self.process(leased)
             time.sleep(0.05)
-        raise CharterError(
+        raise RunBusyError(
             f"run {row.run_id} is held by another worker; try again or let it finish"
         )
 

@@ -23,7 +23,7 @@ from charter.contract.source import Document, read_yaml
 from charter.errors import CharterError, ContractError, Issue
 from charter.policy.decision import DECISION_POINTS, EFFECTS, Decision
 from charter.policy.history import InMemoryHistory
-from charter.primitives import parse_duration
+from charter.primitives import DURATION_PATTERN, parse_duration, parse_instant
 
 _CASE_FIELDS = {
     "action": {"type": "object", "required": ["name"]},
@@ -57,7 +57,7 @@ _CASE_FIELDS = {
                 "action": {"type": "string"},
                 "args": {"type": "object"},
                 "at": {"type": "string"},
-                "ago": {"type": "string", "pattern": r"^(?:\d+(?:ms|s|m|h|d))+$"},
+                "ago": {"type": "string", "pattern": DURATION_PATTERN},
             },
         },
     },
@@ -163,14 +163,6 @@ def _merge(base: Any, over: Any) -> Any:
             out[k] = _merge(base[k], v) if k in base else v
         return out
     return over
-
-
-def parse_instant(text: str) -> datetime:
-    """ISO 8601 with a timezone; ``Z`` accepted. Naive times are rejected, not guessed."""
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no timezone; add Z or an offset such as +02:00")
-    return value.astimezone(UTC)
 
 
 def _default_contract_path(tests_path: Path) -> Path:

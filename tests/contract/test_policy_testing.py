@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from charter import ContractError
-from charter.policy.testing import discover, parse_instant, run_file
+from charter.contract.testing import discover, run_file
+from charter.primitives import parse_instant
 from tests.helpers import to_yaml, with_rules
 
 RULES = [
