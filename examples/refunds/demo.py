@@ -49,7 +49,10 @@ def run(
     by_run: dict[str, Ticket] = {}
     for ticket in batch:
         run_id = runtime.submit(
-            contract, ticket.input, idempotency_key=f"demo:{seed}:{ticket.ticket_id}"
+            # the batch depends on the count as well as the seed: key by both
+            contract,
+            ticket.input,
+            idempotency_key=f"demo:{seed}:{tickets}:{ticket.ticket_id}",
         )
         by_run[run_id] = ticket
     processed = 0

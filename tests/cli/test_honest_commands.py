@@ -308,3 +308,19 @@ def test_check_imports_locates_code_this_environment_cannot_import(tmp_path: Pat
     assert line.startswith(f"{path}:")
     assert "actions.write.executor: executor of action write 'nosuch.module:write': " in line
     assert "cannot import module 'nosuch.module'" in line
+
+
+def test_a_database_password_is_never_printed() -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.stores import pg_schema
+
+    with pg_schema("pw") as url:
+        parts = urlsplit(url)
+        with_password = urlunsplit(
+            parts._replace(netloc=f"{parts.username}:s3cret-pw-42@{parts.hostname}:{parts.port}")
+        )
+        result = invoke("migrate", "--db", with_password)
+        assert result.exit_code == 0, result.output
+        assert "s3cret-pw-42" not in result.output
+        assert ":[REDACTED]@" in result.stdout

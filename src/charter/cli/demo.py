@@ -13,6 +13,7 @@ from charter.cli.runs import db_option, json_option
 from charter.errors import UsageError
 from charter.ledger.store import open_store
 from charter.runs.runtime import Runtime
+from charter.scrub import scrub
 
 
 @click.command("demo")
@@ -42,7 +43,9 @@ from charter.runs.runtime import Runtime
 def demo_cmd(tickets: int, seed: int, payments: str, db: str, as_json: bool) -> None:
     """Generate support tickets and run them through the refunds contract.
 
-    Runs are keyed by ticket, so running the demo again processes nothing twice.
+    Needs a checkout of the Charter repository: run it from its root (it imports the
+    examples/ directory). Runs are keyed by seed, ticket count and ticket, so running the
+    same demo again processes nothing twice.
     """
     os.environ["CHARTER_DEMO_PAYMENTS"] = payments
     try:
@@ -63,7 +66,7 @@ def demo_cmd(tickets: int, seed: int, payments: str, db: str, as_json: bool) -> 
     click.echo(
         f"Refunds demo: {s['tickets']} tickets (seed {seed}); {s['runs_processed_now']} run(s) processed now"
     )
-    click.echo(f"  ledger {db}, payments {payments}")
+    click.echo(f"  ledger {scrub(db)}, payments {payments}")  # no password of a URL
     click.echo("  runs:        " + ", ".join(f"{k} {v}" for k, v in runs.items()))
     click.echo(
         f"  actions:     {d['allow']} auto-executed, {d['review']} sent to review, "

@@ -52,6 +52,7 @@ from charter.runs.replay import replay
 from charter.runs.report import build_report
 from charter.runs.runtime import Runtime
 from charter.runs.state import RunState
+from charter.scrub import scrub
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -637,7 +638,7 @@ def migrate_cmd(db: str) -> None:
     store = open_store(db, create=True)
     version = store.schema_version() if isinstance(store, SqlStore) else "?"
     store.close()
-    click.echo(f"ledger {db} is at schema version {version}")
+    click.echo(f"ledger {scrub(db)} is at schema version {version}")  # no password of a URL
 
 
 @click.command("replay")

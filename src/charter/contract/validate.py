@@ -21,7 +21,6 @@ from referencing import Registry, Resource
 
 from charter.contract.formats import KNOWN_FORMATS, unknown_formats
 from charter.contract.source import Document, PathPart
-from charter.primitives import DURATION_PATTERN, IMPORT_PATH_PATTERN
 from charter.errors import CelCompileError, CelEvalError, Issue
 from charter.policy.cel import (
     LIST_FUNCTIONS,
@@ -30,6 +29,7 @@ from charter.policy.cel import (
     Environment,
     compile_expression,
 )
+from charter.primitives import DURATION_PATTERN, IMPORT_PATH_PATTERN
 
 #: ``duration("...")`` and ``timestamp("...")`` with a plain string literal.
 _TIME_LITERAL = re.compile(r"""\b(duration|timestamp)\(\s*("[^"\\]*"|'[^'\\]*')\s*\)""")
