@@ -21,8 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from charter import Contract, Runtime
-from charter.ledger.events import ActionDecided
+from charter import ActionDecided, Contract, Runtime
 from examples.invoices import ap
 
 CONTRACT = Path(__file__).with_name("invoices.yaml")

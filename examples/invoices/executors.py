@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from charter.execution.base import ExecutionContext
+from charter import ExecutionContext
 from examples.invoices import ap
 
 

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from charter.models.base import ModelRequest
+from charter import ModelRequest
 
 #: What a clerk would have spent on the invoice, by decision.
 MINUTES_SAVED = {"approved": 6, "held": 9, "queried": 12}

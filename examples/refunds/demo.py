@@ -11,9 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from charter import Contract, Runtime
-from charter.ledger.events import ActionDecided
-from charter.runs.state import Folder
+from charter import ActionDecided, Contract, Runtime
 from examples.refunds import payments
 from examples.refunds.tickets import Ticket, generate
 
@@ -73,8 +71,7 @@ def run(
     states = []
     for run_id, ticket in by_run.items():
         events = runtime.store.events(run_id)
-        contract_used = runtime.contract_for(runtime.store.get_run(run_id).policy_hash)
-        state = Folder(contract_used, run_id).apply_all(events)
+        state = runtime.state(run_id)
         states.append(state)
         statuses[state.status] = statuses.get(state.status, 0) + 1
         if state.review is not None:

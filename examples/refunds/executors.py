@@ -1,7 +1,7 @@
 """Executors of the refunds contract's actions, named in ``refunds.yaml`` by import path.
 
 Each executor receives the action's validated arguments and an
-:class:`~charter.execution.base.ExecutionContext` whose ``idempotency_key`` is stable for
+:class:`charter.ExecutionContext` whose ``idempotency_key`` is stable for
 one action of one run. The effect is keyed on it with a UNIQUE constraint, so an executor
 retried after a crash (same key) returns what the first call did and never applies the
 effect twice. Reusing a key for *different* arguments is refused, as payment APIs do.
@@ -17,7 +17,7 @@ import hashlib
 import sqlite3
 from typing import Any
 
-from charter.execution.base import ExecutionContext
+from charter import ExecutionContext
 from examples.refunds import payments
 
 ORIGINAL_PAYMENT_METHOD = "original_payment_method"

@@ -1,7 +1,7 @@
 """A scripted stand-in for a language model working refund tickets.
 
 ``propose(request)`` is what ``model: {provider: scripted, script: ...}`` in
-``refunds.yaml`` calls. It sees only the :class:`~charter.models.base.ModelRequest` — the
+``refunds.yaml`` calls. It sees only the :class:`charter.ModelRequest` — the
 ticket input, the channel context (``crm.customer``, ``crm.notes``, ``orders``), the
 history of earlier steps and any validation feedback — never the generator's ground
 truth. It reads the ticket the way a model would (order ids, amounts, product names,
@@ -56,7 +56,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from charter.models.base import ModelRequest
+from charter import ModelRequest
 
 RATES: dict[str, float] = {
     "over_refund": 0.07,
