@@ -25,7 +25,8 @@ from click.testing import CliRunner, Result
 
 import charter.cli.common as common
 import charter.cli.demo as demo_cli
-import charter.cli.runs as runs_cli
+import charter.cli.ledger as ledger_cli
+import charter.cli.policy as policy_cli
 import charter.runs.replay as replay_module
 from charter.cli import cli
 from charter.cli.common import Progress, progress
@@ -172,8 +173,8 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """The run ids each command actually worked through (the real work still runs)."""
     got: dict[str, list[str]] = {"verify": [], "replay": [], "backtest": []}
     real_verify, real_replay, real_backtest = (
-        runs_cli.verify,
-        runs_cli.replay,
+        ledger_cli.verify,
+        ledger_cli.replay,
         replay_module.backtest,
     )
 
@@ -189,8 +190,8 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
         got["backtest"].extend(run_ids)
         return real_backtest(store, new, run_ids, *rest)
 
-    monkeypatch.setattr(runs_cli, "verify", verify)
-    monkeypatch.setattr(runs_cli, "replay", replay)
+    monkeypatch.setattr(ledger_cli, "verify", verify)
+    monkeypatch.setattr(ledger_cli, "replay", replay)
     monkeypatch.setattr(replay_module, "backtest", backtest)
     return got
 
@@ -251,7 +252,7 @@ def test_on_a_terminal_the_bar_counts_the_runs(
     label: str,
 ) -> None:
     db, _ = ledger
-    screen = bars_on(monkeypatch, runs_cli)
+    screen = bars_on(monkeypatch, ledger_cli, policy_cli)
     args = [a.format(ops_v2=ops_v2) for a in args]
     result = ok(*args, "--db", db, "--limit", "3")
     shown = screen.getvalue()

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from charter.cli import cli
-from charter.cli.runs import RUN_EXIT_CODES
+from charter.cli.options import RUN_EXIT_CODES
 from tests.ledger.tamper import edit_event, execute, rechain, seq_of
 from tests.runs.domain import EFFECTS_ENV, Effects, contract
 

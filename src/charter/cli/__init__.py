@@ -10,17 +10,11 @@ import click
 from charter import __version__
 from charter.cli.contract import contract_group
 from charter.cli.demo import demo_cmd
-from charter.cli.policy import policy_group
-from charter.cli.runs import (
-    backtest_cmd,
-    migrate_cmd,
-    replay_cmd,
-    report_cmd,
-    review_group,
-    run_group,
-    verify_cmd,
-    worker_cmd,
-)
+from charter.cli.ledger import migrate_cmd, replay_cmd, report_cmd, verify_cmd
+from charter.cli.policy import backtest_cmd, policy_group
+from charter.cli.review import review_group
+from charter.cli.run import run_group
+from charter.cli.worker import worker_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

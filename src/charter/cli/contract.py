@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from charter.cli.common import echo_json, handle_errors
+from charter.cli.options import packs_option
 from charter.contract.model import Contract, PolicyPack
 from charter.contract.registry import load_packs, yaml_files
 from charter.contract.source import Document, PathPart, read_yaml
@@ -24,13 +25,7 @@ def contract_group() -> None:
 
 @contract_group.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--packs",
-    "pack_paths",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Policy pack file or directory to merge (repeatable).",
-)
+@packs_option
 @click.option(
     "--check-imports",
     is_flag=True,

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from charter.cli.common import echo_json, handle_errors, progress
-from charter.cli.runs import db_option, json_option
+from charter.cli.options import db_option, json_option
 from charter.errors import UsageError
 from charter.ledger.store import open_store
 from charter.runs.runtime import Runtime

@@ -6,9 +6,19 @@ from pathlib import Path
 
 import click
 
-from charter.cli.common import echo_json, handle_errors, parse_json_arg, parse_json_object
+from charter.cli.common import echo_json, handle_errors, parse_json_arg, parse_json_object, progress
+from charter.cli.options import (
+    db_option,
+    json_option,
+    limit_option,
+    load_contract,
+    packs_option,
+    parse_since,
+    runtime_for,
+    select_runs,
+    since_option,
+)
 from charter.contract.model import Contract
-from charter.contract.registry import load_packs
 from charter.contract.testing import discover, run_file
 from charter.errors import UsageError
 from charter.policy.decision import DECISION_POINTS
@@ -91,13 +101,7 @@ def _history(raw: object, contract: Contract) -> InMemoryHistory:
 @click.option(
     "--now", help="The decision instant, ISO 8601 with timezone (default: the current time)."
 )
-@click.option(
-    "--packs",
-    "pack_paths",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Policy pack file or directory (repeatable).",
-)
+@packs_option
 @click.option("--timing/--no-timing", default=False, help="Include elapsed_us in the output.")
 @handle_errors
 def eval_cmd(
@@ -116,7 +120,7 @@ def eval_cmd(
     timing: bool,
 ) -> None:
     """Decide one request against CONTRACT and print the decision as JSON."""
-    c = Contract.load(contract, load_packs(list(pack_paths)))
+    c = load_contract(contract, pack_paths)
     action = parse_json_object(action_json, "--action")
     if at == "action" and action is None:
         raise UsageError(
@@ -195,3 +199,70 @@ def test_cmd(
         click.echo(f"{sum(r.passed for r in results)} passed, {failed} failed")
     if failed or below:
         raise SystemExit(1)
+
+
+@click.command("backtest")
+@click.argument("contract", type=click.Path(path_type=Path))
+@click.option(
+    "--runs",
+    "run_ids",
+    multiple=True,
+    help="Only these runs (repeatable); default: every run of the contract's name.",
+)
+@since_option
+@limit_option
+@packs_option
+@db_option
+@json_option
+@handle_errors
+def backtest_cmd(
+    contract: Path,
+    run_ids: tuple[str, ...],
+    since: str | None,
+    limit: int | None,
+    pack_paths: tuple[Path, ...],
+    db: str,
+    as_json: bool,
+) -> None:
+    """Evaluate a new contract version against recorded runs and report which decisions change."""
+    from charter.runs.replay import backtest
+
+    if run_ids and (since is not None or limit is not None):
+        raise UsageError(
+            "--since and --limit choose runs from the ledger; pass --runs or bound the backtest, not both"
+        )
+    instant = parse_since(since)
+    new = load_contract(contract, pack_paths)
+    rt = runtime_for(db)
+    bounds = None
+    if run_ids:
+        ids = [rt.store.find_run(r).run_id for r in run_ids]
+    else:
+        ids, bounds = select_runs(rt.store, instant, limit, contract_name=new.name)
+    with progress("evaluating", enabled=not as_json, total=len(ids)) as bar:
+        result = backtest(rt.store, new, ids, rt.contract_for, bar)
+    if as_json:
+        out = result.to_dict()
+        if bounds is not None:
+            out["bounds"] = bounds.to_dict()
+        echo_json(out)
+        return
+    click.echo(
+        f"backtest of {new.ref} against {result.runs} run(s) of {', '.join(result.old) or '-'}"
+        f"{bounds.note() if bounds else ''}: {result.decisions} decisions, "
+        f"{len(result.changes)} would change"
+    )
+    for line in result.summary():
+        click.echo(f"  {line}")
+    if result.changes:
+        click.echo(
+            f"  {'run':<26} {'event':>5}  {'at':<8} {'action':<14} {'before':<9} {'after':<9} rules"
+        )
+        for c in result.changes[:50]:
+            click.echo(
+                f"  {c.run_id:<26} {c.seq:>5}  {c.at:<8} {c.action or '-':<14} {c.before:<9} {c.after:<9} {', '.join(c.rules_after)}"
+            )
+        if len(result.changes) > 50:
+            click.echo(f"  ... {len(result.changes) - 50} more (use --json for all)")
+    for e in result.errors:
+        click.echo(f"  error: {e}", err=True)
