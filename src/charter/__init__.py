@@ -67,7 +67,7 @@ from charter.runs.state import RunState, Slot
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - the version last, as tests/test_public_api.py keeps it
     "ActionCompleted",
     "ActionDecided",
     "ActionFailed",
