@@ -17,8 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from charter.errors import NotFoundError, StoreError
-from charter.ledger.events import Event, ModelCalled, StoredEvent
+from charter.errors import StoreError
+from charter.ledger.events import Event, StoredEvent
 
 DEFAULT_PAYLOAD_CAP = 64 * 1024
 DEFAULT_DB = "charter.db"
@@ -238,66 +238,19 @@ class Store(ABC):
         """USD recorded for model calls of contract ``contract_name`` (by name, all versions)
         with ``since <= at < until`` (store times, ISO 8601 UTC)."""
 
+    @abstractmethod
     def model_spend(
         self, *, since: str | None = None, until: str | None = None
     ) -> list[dict[str, Any]]:
-        """Calls, tokens and USD per (contract name, provider, model) in [since, until).
+        """Calls, tokens and USD per (contract name, provider, model) in [since, until)."""
 
-        The default folds events; stores override it with a grouped query.
-        """
-        totals: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for run_id in self.run_ids():
-            row = self.get_run(run_id)
-            for stored in self.events(run_id):
-                ev = stored.event
-                if not isinstance(ev, ModelCalled):
-                    continue
-                if (since and stored.at < since) or (until and stored.at >= until):
-                    continue
-                key = (row.contract_name, ev.provider, ev.model)
-                t = totals.setdefault(
-                    key,
-                    {
-                        "contract": key[0],
-                        "provider": key[1],
-                        "model": key[2],
-                        "calls": 0,
-                        "input_tokens": 0,
-                        "cached_input_tokens": 0,
-                        "output_tokens": 0,
-                        "reasoning_tokens": 0,
-                        "cost_usd": 0.0,
-                    },
-                )
-                t["calls"] += 1
-                t["input_tokens"] += ev.input_tokens
-                t["cached_input_tokens"] += ev.cached_input_tokens or 0
-                t["output_tokens"] += ev.output_tokens
-                t["reasoning_tokens"] += ev.reasoning_tokens or 0
-                t["cost_usd"] += ev.cost_usd
-        return [totals[k] for k in sorted(totals)]
-
+    @abstractmethod
     def find_model_call(self, prompt_hash: str) -> tuple[str, int] | None:
         """``(run_id, seq)`` of the latest model call whose prompt hash is ``prompt_hash``
         (or starts with it, when it identifies one prompt); ``None`` if there is none.
 
-        Raises :class:`NotFoundError` for a prefix shared by several prompts. The default
-        scans the ledger; stores override it with an indexed query.
+        Raises :class:`NotFoundError` for a prefix shared by several prompts.
         """
-        found: tuple[str, str, int] | None = None
-        hashes: set[str] = set()
-        for run_id in self.run_ids():
-            for stored in self.events(run_id):
-                ev = stored.event
-                if isinstance(ev, ModelCalled) and ev.prompt_hash.startswith(prompt_hash):
-                    hashes.add(ev.prompt_hash)
-                    if found is None or (stored.at, run_id, stored.seq) > found:
-                        found = (stored.at, run_id, stored.seq)
-        if len(hashes) > 1:
-            raise NotFoundError(
-                f"prompt hash prefix {prompt_hash!r} is ambiguous; type more characters"
-            )
-        return None if found is None else (found[1], found[2])
 
 
 def open_store(url: str | None = None, *, create: bool = True, read_only: bool = False) -> Store:
