@@ -43,7 +43,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from charter.errors import StoreError, StoreUnavailableError
 from charter.ledger.migrations import MIGRATIONS
-from charter.ledger.sqlbase import Cursor, SqlStore
+from charter.ledger.sqlbase import Cursor, SqlStore, apply_migrations
 from charter.ledger.store import DEFAULT_PAYLOAD_CAP, check_schema_version
 
 T = TypeVar("T")
@@ -172,6 +172,7 @@ class PostgresStore(SqlStore):
         repeatable: bool = False,
         pipeline: bool = False,
         single: bool = False,
+        read: bool = False,
     ) -> T:
         """Run ``fn`` in one transaction, retrying when that cannot apply anything twice.
 
@@ -183,9 +184,10 @@ class PostgresStore(SqlStore):
         ``pipeline`` sends the statements that need no answer in one batch with the
         ``COMMIT`` (libpq pipeline mode), so an append costs two round trips, not six.
         ``single``: ``fn`` runs one statement, which autocommit makes its own transaction
-        (one round trip); its outcome is unknown whenever the connection fails.
+        (one round trip); its outcome is unknown whenever the connection fails. ``read``:
+        ``fn`` only reads (allowed on a read-only store, and always safe to repeat).
         """
-        if self.read_only:
+        if self.read_only and not read:
             raise StoreError(f"ledger {self._where} was opened read-only; this command only reads")
         delay = 0.05
         for attempt in range(1, _ATTEMPTS + 1):
@@ -214,6 +216,8 @@ class PostgresStore(SqlStore):
                     raise StoreUnavailableError(f"cannot reach {self._where}: {exc}") from None
                 self._recheck()
             except psycopg.Error as exc:
+                if read:
+                    raise StoreError(f"ledger {self._where} cannot be read: {exc}") from None
                 raise StoreError(f"{self._where} refused a write: {exc}") from None
             time.sleep(delay * (1 + random.random()))
             delay *= 2
@@ -223,21 +227,14 @@ class PostgresStore(SqlStore):
 
     def _read(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         """One statement in autocommit mode; always safe to retry."""
-        delay = 0.05
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                with self._pool.connection() as conn:
-                    # shared reads (SqlStore) are written with `?`; psycopg wants `%s`
-                    return conn.execute(query.replace("?", "%s"), params).fetchall()
-            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-                if attempt == _ATTEMPTS:
-                    raise StoreUnavailableError(f"cannot reach {self._where}: {exc}") from None
-                self._recheck()
-            except psycopg.Error as exc:
-                raise StoreError(f"ledger {self._where} cannot be read: {exc}") from None
-            time.sleep(delay * (1 + random.random()))
-            delay *= 2
-        raise AssertionError("unreachable")
+        # shared reads (SqlStore) are written with `?`; psycopg wants `%s`
+        sql_text = query.replace("?", "%s")
+        return self._tx(
+            lambda cur: cur.execute(sql_text, params).fetchall(),
+            repeatable=True,
+            single=True,
+            read=True,
+        )
 
     def _recheck(self) -> None:
         """After a connection error, test the idle pooled connections (all may be dead)."""
@@ -273,27 +270,8 @@ class PostgresStore(SqlStore):
                 conn.execute(
                     sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.schema))
                 )
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS charter_migrations "
-                    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-                )
-                done = {r[0] for r in conn.execute("SELECT version FROM charter_migrations")}
-                newest = max((m.version for m in MIGRATIONS), default=0)
-                if done and max(done) > newest:
-                    raise StoreError(
-                        f"ledger {self._where} has schema version {max(done)}, newer than this "
-                        f"Charter supports ({newest}); upgrade Charter"
-                    )
-                for m in MIGRATIONS:
-                    if m.version in done:
-                        continue
-                    for statement in m.postgres:
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO charter_migrations VALUES (%s, %s, "
-                        """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))""",
-                        (m.version, m.name),
-                    )
+                with conn.cursor() as cur:
+                    apply_migrations(Cursor(cur, pyformat=True), "postgres", self._where)
         except psycopg.OperationalError as exc:
             raise StoreError(f"cannot open the PostgreSQL ledger {self._where}: {exc}") from None
         except psycopg.Error as exc:

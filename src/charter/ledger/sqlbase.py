@@ -24,6 +24,7 @@ import hashlib
 import json
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from charter import jsontext
@@ -39,8 +40,9 @@ from charter.ledger.events import (
     StoredEvent,
     decode,
 )
-from charter.ledger.store import _UNSET, RawEvent, ReviewRow, RunRow, Store
-from charter.primitives import canonical
+from charter.ledger.migrations import MIGRATIONS
+from charter.ledger.store import _UNSET, RawEvent, ReviewRow, RunRow, Store, check_schema_version
+from charter.primitives import canonical, format_time
 
 T = TypeVar("T")
 
@@ -107,9 +109,13 @@ class Cursor:
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self._pyformat else sql
 
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Execute one statement; the number of rows it changed."""
-        self.raw.execute(self._sql(sql), params)
+    def run(self, sql: str, params: Sequence[Any] | None = ()) -> int:
+        """Execute one statement; the number of rows it changed. ``params=None``: a statement
+        taken as written, placeholders and ``%`` included (DDL)."""
+        if params is None:
+            self.raw.execute(sql)
+        else:
+            self.raw.execute(self._sql(sql), params)
         return int(self.raw.rowcount)
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -132,6 +138,29 @@ _RUNNABLE = (
     "AND (status = 'queued' OR (wake_at IS NOT NULL AND wake_at <= ?)) "
     "AND (lease_expires IS NULL OR lease_expires < ?)"
 )
+
+
+def apply_migrations(cur: Cursor, dialect: str, where: str) -> None:
+    """Bring the ledger to this code's schema, in the caller's transaction.
+
+    Each migration missing from ``charter_migrations`` runs in order (``dialect`` picks its
+    ``sqlite`` or ``postgres`` statements) and is recorded; a ledger newer than the code is
+    refused before anything changes.
+    """
+    cur.run(
+        "CREATE TABLE IF NOT EXISTS charter_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        None,
+    )
+    done = {r[0] for r in cur.all("SELECT version FROM charter_migrations")}
+    check_schema_version(max(done, default=0), where, older=True)
+    applied_at = format_time(datetime.now(UTC))
+    for m in MIGRATIONS:
+        if m.version in done:
+            continue
+        for statement in m.sqlite if dialect == "sqlite" else m.postgres:
+            cur.run(statement, None)
+        cur.run("INSERT INTO charter_migrations VALUES (?, ?, ?)", (m.version, m.name, applied_at))
 
 
 class SqlStore(Store):

@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from charter.errors import StoreError, StoreLockedError
-from charter.ledger.migrations import MIGRATIONS
-from charter.ledger.sqlbase import Cursor, SqlStore
+from charter.ledger.sqlbase import Cursor, SqlStore, apply_migrations
 from charter.ledger.store import DEFAULT_PAYLOAD_CAP, check_schema_version
 
 T = TypeVar("T")
@@ -181,26 +180,7 @@ class SQLiteStore(SqlStore):
                         f"tables {', '.join(sorted(tables)[:5])}); Charter will not add its "
                         "tables to it: point --db / CHARTER_DATABASE_URL at a new file"
                     )
-                cur.execute(
-                    "CREATE TABLE IF NOT EXISTS charter_migrations "
-                    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-                )
-                done = {r[0] for r in cur.execute("SELECT version FROM charter_migrations")}
-                newest = max((m.version for m in MIGRATIONS), default=0)
-                if done and max(done) > newest:
-                    raise StoreError(
-                        f"ledger {self.path} has schema version {max(done)}, newer than this "
-                        f"Charter supports ({newest}); upgrade Charter"
-                    )
-                for m in MIGRATIONS:
-                    if m.version in done:
-                        continue
-                    for statement in m.sqlite:
-                        cur.execute(statement)
-                    cur.execute(
-                        "INSERT INTO charter_migrations VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
-                        (m.version, m.name),
-                    )
+                apply_migrations(Cursor(cur), "sqlite", self.path)
         except sqlite3.DatabaseError as exc:
             raise self._error(exc, "cannot migrate") from None
 

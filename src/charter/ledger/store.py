@@ -24,8 +24,9 @@ DEFAULT_PAYLOAD_CAP = 64 * 1024
 DEFAULT_DB = "charter.db"
 
 
-def check_schema_version(version: int, where: str) -> None:
-    """A read-only open cannot migrate: the ledger must be at exactly this code's schema."""
+def check_schema_version(version: int, where: str, *, older: bool = False) -> None:
+    """The ledger's schema must not be newer than this code's; nor older, unless the caller
+    is about to migrate it (``older``): a read-only open cannot."""
     from charter.ledger.migrations import MIGRATIONS
 
     newest = max(m.version for m in MIGRATIONS)
@@ -34,7 +35,7 @@ def check_schema_version(version: int, where: str) -> None:
             f"ledger {where} has schema version {version}, newer than this Charter supports "
             f"({newest}); upgrade Charter"
         )
-    if version < newest:
+    if version < newest and not older:
         raise StoreError(
             f"ledger {where} has schema version {version}, older than this Charter's "
             f"({newest}); run `charter migrate` (or any command that writes) to upgrade it"

@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import json
 import time
-import weakref
 from typing import Any
 
-from charter.errors import ModelError, ModelRequestBlockedError
+from charter.errors import ModelError
 from charter.models.base import ModelRequest, ModelResponse, Usage
 from charter.models.common import (
-    MESSAGE_OVERHEAD,
-    ProviderSettings,
-    describe_api_error,
-    estimate_tokens,
+    SdkProvider,
     import_sdk,
-    schema_tokens,
 )
 from charter.models.guard import check_url, request_hook
 from charter.models.schema import TOOL_DESCRIPTION, TOOL_NAME, proposal_schema
@@ -59,49 +54,26 @@ def usage_from_anthropic(usage: Any) -> Usage:
     )
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkProvider):
     """Messages with a forced ``propose`` tool through the official ``anthropic`` SDK."""
 
     name = "anthropic"
+    default_model = DEFAULT_MODEL
 
-    def __init__(self, settings: ProviderSettings, *, client: Any = None) -> None:
-        self.settings = settings
-        self.model = settings.model or DEFAULT_MODEL
-        self._client = client
-        self._finalizer: weakref.finalize[Any, Any] | None = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            sdk = import_sdk("anthropic", "anthropic")
-            key = self.settings.api_key("ANTHROPIC_API_KEY")
-            if key is None:
-                raise ModelError(
-                    "anthropic: no API key; set ANTHROPIC_API_KEY (or the variable named by "
-                    "model.api_key_env)"
-                )
-            self._client = sdk.Anthropic(
-                api_key=key,
-                base_url=self.settings.base_url,  # None: the SDK reads $ANTHROPIC_BASE_URL
-                timeout=self.settings.timeout,
-                max_retries=self.settings.max_retries,
-                http_client=sdk.DefaultHttpxClient(event_hooks={"request": [request_hook]}),
+    def _build_client(self) -> Any:
+        sdk = import_sdk("anthropic", "anthropic")
+        key = self.settings.api_key("ANTHROPIC_API_KEY")
+        if key is None:
+            raise ModelError(
+                "anthropic: no API key; set ANTHROPIC_API_KEY (or the variable named by "
+                "model.api_key_env)"
             )
-            # pooled connections are closed with the provider (or by close())
-            self._finalizer = weakref.finalize(self, self._client.close)
-        return self._client
-
-    def close(self) -> None:
-        """Close the HTTP client's pooled connections."""
-        if self._finalizer is not None:
-            self._finalizer()
-
-    def estimate(self, request: ModelRequest) -> Usage:
-        """Prompt and tool schema by chars/4, plus the output cap priced as output."""
-        schema = proposal_schema(request.actions, request.descriptions)
-        return Usage(
-            input_tokens=estimate_tokens(request.prompt) + schema_tokens(schema) + MESSAGE_OVERHEAD,
-            output_tokens=self.settings.output_cap,
+        return sdk.Anthropic(
+            api_key=key,
+            base_url=self.settings.base_url,  # None: the SDK reads $ANTHROPIC_BASE_URL
+            timeout=self.settings.timeout,
+            max_retries=self.settings.max_retries,
+            http_client=sdk.DefaultHttpxClient(event_hooks={"request": [request_hook]}),
         )
 
     def complete(self, request: ModelRequest) -> ModelResponse:
@@ -129,12 +101,8 @@ class AnthropicProvider:
                 ],
                 tool_choice={"type": "tool", "name": TOOL_NAME},
             )
-        except sdk.APIConnectionError as exc:
-            if isinstance(exc.__cause__, ModelRequestBlockedError):
-                raise exc.__cause__ from None
-            raise ModelError(describe_api_error(self.name, self.model, exc)) from None
         except sdk.AnthropicError as exc:
-            raise ModelError(describe_api_error(self.name, self.model, exc)) from None
+            raise self.failure(exc) from None
         return ModelResponse(
             # from a server Charter does not control, and recorded for good
             raw=scrub(_raw_output(message)),

@@ -11,13 +11,16 @@ import importlib
 import json
 import math
 import os
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from charter.contract.sections import ModelSection
-from charter.errors import ModelError
+from charter.errors import ModelError, ModelRequestBlockedError
+from charter.models.base import ModelRequest, Usage
+from charter.models.schema import proposal_schema
 from charter.scrub import scrub
 
 #: Output cap when the contract sets no ``model.max_tokens``: every call is capped, so
@@ -116,3 +119,53 @@ def describe_api_error(provider: str, model: str, exc: Exception) -> str:
     if status is not None:
         return scrub(f"{where}: HTTP {status} {type(exc).__name__}: {message}")
     return scrub(f"{where}: {type(exc).__name__}: {message}")
+
+
+class SdkProvider:
+    """What the SDK-backed providers share: their settings, the SDK client built on first
+    use and closed with the provider, and the estimate reserved before every call.
+
+    Subclasses name themselves (``name``, ``default_model``) and build their client in
+    :meth:`_build_client`; the client is created lazily so that a provider can be
+    constructed (and checked) on a machine without the SDK or a key.
+    """
+
+    name: str
+    default_model: str
+
+    def __init__(self, settings: ProviderSettings, *, client: Any = None) -> None:
+        self.settings = settings
+        self.model = settings.model or self.default_model
+        self._client = client
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def _build_client(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._build_client()
+            # pooled connections are closed with the provider (or by close())
+            self._finalizer = weakref.finalize(self, self._client.close)
+        return self._client
+
+    def close(self) -> None:
+        """Close the HTTP client's pooled connections."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def failure(self, exc: Exception) -> ModelError:
+        """What an SDK error means to a run: the guard's refusal as it was raised (the SDK
+        wraps it in a connection error), anything else one scrubbed line naming the call."""
+        if isinstance(exc.__cause__, ModelRequestBlockedError):
+            return exc.__cause__
+        return ModelError(describe_api_error(self.name, self.model, exc))
+
+    def estimate(self, request: ModelRequest) -> Usage:
+        """Prompt and proposal schema by chars/4, plus the output cap priced as output."""
+        schema = proposal_schema(request.actions, request.descriptions)
+        return Usage(
+            input_tokens=estimate_tokens(request.prompt) + schema_tokens(schema) + MESSAGE_OVERHEAD,
+            output_tokens=self.settings.output_cap,
+        )

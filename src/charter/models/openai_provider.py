@@ -29,20 +29,17 @@ from __future__ import annotations
 
 import os
 import time
-import weakref
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from charter.errors import ModelError, ModelRequestBlockedError
+from charter.errors import ModelError
 from charter.models.base import ModelRequest, ModelResponse, Usage
 from charter.models.common import (
-    MESSAGE_OVERHEAD,
     ProviderSettings,
+    SdkProvider,
     describe_api_error,
-    estimate_tokens,
     import_sdk,
-    schema_tokens,
 )
 from charter.models.guard import check_url, request_hook
 from charter.models.schema import TOOL_DESCRIPTION, TOOL_NAME, proposal_schema
@@ -77,62 +74,42 @@ def usage_from_openai(usage: Any) -> Usage:
     )
 
 
-class OpenAIProvider:
+class OpenAIProvider(SdkProvider):
     """Chat completions through the official ``openai`` SDK."""
 
     name = "openai"
+    default_model = DEFAULT_MODEL
 
     def __init__(self, settings: ProviderSettings, *, client: Any = None) -> None:
-        self.settings = settings
-        self.model = settings.model or DEFAULT_MODEL
+        super().__init__(settings, client=client)
         self.mode = settings.output or "json_schema"
-        self._client = client
-        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- client ----------------------------------------------------------------------
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            sdk = import_sdk("openai", "openai")
-            key = self.settings.api_key("OPENAI_API_KEY")
-            base_url = self.settings.base_url  # None: the SDK reads $OPENAI_BASE_URL
-            official = base_url is None and not _env_base_url()
-            if key is None:
-                if official:
-                    raise ModelError(
-                        "openai: no API key; set OPENAI_API_KEY (or the variable named by "
-                        "model.api_key_env), or point OPENAI_BASE_URL at a local server"
-                    )
-                key = "unused"  # Ollama, llama.cpp and friends ignore it
-            self._client = sdk.OpenAI(
-                api_key=key,
-                base_url=base_url,
-                timeout=self.settings.timeout,
-                max_retries=self.settings.max_retries,
-                http_client=sdk.DefaultHttpxClient(event_hooks={"request": [request_hook]}),
-            )
-            # pooled connections are closed with the provider (or by close())
-            self._finalizer = weakref.finalize(self, self._client.close)
-        return self._client
-
-    def close(self) -> None:
-        """Close the HTTP client's pooled connections."""
-        if self._finalizer is not None:
-            self._finalizer()
+    def _build_client(self) -> Any:
+        sdk = import_sdk("openai", "openai")
+        key = self.settings.api_key("OPENAI_API_KEY")
+        base_url = self.settings.base_url  # None: the SDK reads $OPENAI_BASE_URL
+        official = base_url is None and not _env_base_url()
+        if key is None:
+            if official:
+                raise ModelError(
+                    "openai: no API key; set OPENAI_API_KEY (or the variable named by "
+                    "model.api_key_env), or point OPENAI_BASE_URL at a local server"
+                )
+            key = "unused"  # Ollama, llama.cpp and friends ignore it
+        return sdk.OpenAI(
+            api_key=key,
+            base_url=base_url,
+            timeout=self.settings.timeout,
+            max_retries=self.settings.max_retries,
+            http_client=sdk.DefaultHttpxClient(event_hooks={"request": [request_hook]}),
+        )
 
     @property
     def base_url(self) -> str:
         return str(self.client.base_url)
 
     # -- interface -------------------------------------------------------------------
-    def estimate(self, request: ModelRequest) -> Usage:
-        """Prompt and schema by chars/4, plus the output cap priced as output."""
-        schema = proposal_schema(request.actions, request.descriptions)
-        return Usage(
-            input_tokens=estimate_tokens(request.prompt) + schema_tokens(schema) + MESSAGE_OVERHEAD,
-            output_tokens=self.settings.output_cap,
-        )
-
     def _kwargs(self, request: ModelRequest, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
         s = self.settings
         kwargs: dict[str, Any] = {
@@ -188,12 +165,8 @@ class OpenAIProvider:
                 fallbacks.append(f"{mode}: {describe_api_error(self.name, self.model, exc)}"[:500])
                 mode = nxt
                 continue
-            except sdk.APIConnectionError as exc:
-                if isinstance(exc.__cause__, ModelRequestBlockedError):
-                    raise exc.__cause__ from None
-                raise ModelError(describe_api_error(self.name, self.model, exc)) from None
             except sdk.OpenAIError as exc:
-                raise ModelError(describe_api_error(self.name, self.model, exc)) from None
+                raise self.failure(exc) from None
             self.mode = mode  # remember what this endpoint accepts
             if fallbacks:
                 sent["fallback"] = fallbacks

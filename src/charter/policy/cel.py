@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -320,18 +320,28 @@ def _comprehension(tokens: list[_Token], open_: int, end: int) -> tuple[str, int
         return None
     if second[0] == "ident" and after[:2] == ("op", ","):
         return None
+    for k, text, depth in _operators(tokens, open_, end):
+        if depth == 0 and text in _CLOSE:
+            return var[1], k
+    return None
+
+
+_OPEN = frozenset("([{")
+_CLOSE = frozenset(")]}")
+
+
+def _operators(tokens: list[_Token], start: int, end: int) -> Iterator[tuple[int, str, int]]:
+    """``(index, text, bracket depth after it)`` of each operator token in [start, end)."""
     depth = 0
-    for k in range(open_, end):
+    for k in range(start, end):
         kind, text = tokens[k][:2]
         if kind != "op":
             continue
-        if text in ("(", "[", "{"):
+        if text in _OPEN:
             depth += 1
-        elif text in (")", "]", "}"):
+        elif text in _CLOSE:
             depth -= 1
-            if depth == 0:
-                return var[1], k
-    return None
+        yield k, text, depth
 
 
 def _guard(tokens: list[_Token]) -> tuple[Path, str, int] | None:
@@ -342,15 +352,8 @@ def _guard(tokens: list[_Token]) -> tuple[Path, str, int] | None:
     and the source from the token after it is the conjunction of the others. Returns the
     path, the literal and where that rest starts.
     """
-    depth = 0
-    for kind, text, *_ in tokens:
-        if kind != "op":
-            continue
-        if text in ("(", "[", "{"):
-            depth += 1
-        elif text in (")", "]", "}"):
-            depth -= 1
-        elif depth == 0 and text in ("||", "?"):
+    for _, text, depth in _operators(tokens, 0, len(tokens)):
+        if depth == 0 and text in ("||", "?"):
             return None
     if len(tokens) < 6 or tokens[5][:2] != ("op", "&&") or tokens[3][:2] != ("op", "=="):
         return None

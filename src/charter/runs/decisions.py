@@ -68,18 +68,22 @@ def proposal_facts(state: RunState) -> dict[str, Any]:
     return {"confidence": p.get("confidence", 0.0), "rationale": p.get("rationale", "")}
 
 
+def _facts(state: RunState, now: datetime) -> dict[str, Any]:
+    """What every decision point sees of a run: its input, context, observations and
+    counters, at the instant the decision is about."""
+    return {
+        "input": state.input,
+        "context": state.context(),
+        "observations": state.observations,
+        "run": state.run_facts(now),
+        "now": now,
+    }
+
+
 def decide_admit(
     contract: Contract, state: RunState, now: datetime, history: HistoryProvider
 ) -> Decision:
-    return contract.decide(
-        at="admit",
-        input=state.input,
-        context=state.context(),
-        observations=state.observations,
-        run=state.run_facts(now),
-        now=now,
-        history=history,
-    )
+    return contract.decide(at="admit", history=history, **_facts(state, now))
 
 
 def decide_action(
@@ -93,13 +97,9 @@ def decide_action(
     return contract.decide(
         at="action",
         action={"name": name, "args": dict(args)},
-        input=state.input,
-        context=state.context(),
-        observations=state.observations,
         proposal=proposal_facts(state),
-        run=state.run_facts(now),
-        now=now,
         history=history,
+        **_facts(state, now),
     )
 
 
@@ -108,14 +108,10 @@ def decide_outcome(
 ) -> Decision:
     return contract.decide(
         at="outcome",
-        input=state.input,
-        context=state.context(),
-        observations=state.observations,
         proposal=proposal_facts(state),
-        run=state.run_facts(now),
         outcome=outcome_facts(state),
-        now=now,
         history=history,
+        **_facts(state, now),
     )
 
 
