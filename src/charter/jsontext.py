@@ -30,11 +30,14 @@ from typing import Any
 MAX_DEPTH = 64
 
 _REPLACEMENT = "\ufffd"
+_NUL = "contains the NUL character (U+0000), which the ledger cannot store"
 
 
 def _text_problem(text: str) -> str | None:
+    if text.isascii():  # the usual case: no surrogates possible, one scan for NUL
+        return None if "\x00" not in text else _NUL
     if "\x00" in text:
-        return "contains the NUL character (U+0000), which the ledger cannot store"
+        return _NUL
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

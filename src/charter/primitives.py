@@ -23,8 +23,13 @@ from charter.errors import ConfigurationError
 
 
 def format_time(value: datetime) -> str:
-    """UTC, microseconds, ``Z``: sortable as text, which the stores rely on."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC, microseconds, ``Z``: sortable as text, which the stores rely on.
+
+    The fields are written as they are (as ``strftime`` would); callers pass UTC times.
+    ``isoformat`` is used because it is several times faster than ``strftime`` and this runs
+    for every event.
+    """
+    return value.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def parse_time(text: str) -> datetime:
