@@ -11,7 +11,8 @@ text, and each one broke a real path:
   be encoded as UTF-8, so they cannot be hashed or stored;
 * the NUL character — valid JSON, but PostgreSQL text and ``jsonb`` cannot hold it, so the
   two stores would disagree about the same run;
-* anything else (dates, bytes, objects) and nesting deeper than :data:`MAX_DEPTH`.
+* anything else (dates, bytes, objects) and nesting deeper than the ``json_depth`` cap
+  (:mod:`charter.caps`).
 
 Boundaries (task input, proposed and edited arguments, reviewers' text) *reject* such
 values with a message naming the field, through :func:`problems` and :func:`loads`. Data
@@ -26,8 +27,7 @@ import json
 import math
 from typing import Any
 
-#: Deepest nesting of objects and arrays accepted in a recordable value.
-MAX_DEPTH = 64
+from charter.caps import CAPS
 
 _REPLACEMENT = "\ufffd"
 _NUL = "contains the NUL character (U+0000), which the ledger cannot store"
@@ -74,8 +74,8 @@ def problems(value: Any, where: str) -> list[str]:
             if not math.isfinite(node):
                 found.append(f"{path}: {node!r} is not a JSON number; send a finite number or null")
         elif isinstance(node, dict | list | tuple):
-            if depth >= MAX_DEPTH:
-                found.append(f"{path}: nested deeper than {MAX_DEPTH} levels")
+            if depth >= CAPS["json_depth"].limit:
+                found.append(CAPS["json_depth"].exceeded(depth + 1, path))
                 continue
             if isinstance(node, dict):
                 items: list[tuple[str | int, Any]] = []
@@ -120,7 +120,7 @@ def sanitised(value: Any) -> tuple[Any, list[str]]:
     """The closest recordable value to ``value`` and what had to change to get it.
 
     Lone surrogates and NUL become U+FFFD, non-finite numbers ``null``, other objects their
-    ``str()``, keys strings; nesting beyond :data:`MAX_DEPTH` is cut off as a string. Used
+    ``str()``, keys strings; nesting beyond the ``json_depth`` cap is cut off as a string. Used
     only for data that must be kept although it is malformed (see the module docstring).
     """
     changes: list[str] = []
@@ -136,8 +136,8 @@ def sanitised(value: Any) -> tuple[Any, list[str]]:
             changes.append(f"{path}: {node!r} recorded as null")
             return None
         if isinstance(node, dict | list | tuple):
-            if depth >= MAX_DEPTH:
-                changes.append(f"{path}: nested deeper than {MAX_DEPTH} levels, cut off")
+            if depth >= CAPS["json_depth"].limit:
+                changes.append(f"{path}: {CAPS['json_depth'].exceeded(depth + 1)}, cut off")
                 return fix_text(repr(node)[:200], path)
             if isinstance(node, dict):
                 return {

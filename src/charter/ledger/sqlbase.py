@@ -523,6 +523,11 @@ class SqlStore(Store):
             )
         return float(rows[0][0])
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one read-only statement with ``?`` placeholders, for checks that read the
+        tables themselves (``charter verify`` compares projections with the events)."""
+        return self._read(sql, params)
+
     def schema_version(self) -> int:
         return int(self._read("SELECT max(version) FROM charter_migrations")[0][0] or 0)
 
