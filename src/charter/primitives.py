@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import re
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from charter.errors import ConfigurationError
@@ -123,15 +126,62 @@ def digest(data: Any) -> str:
 #: (also published in the contract JSON Schema).
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 
+#: Directories (``os.pathsep``-separated) where code named by contracts is found, besides
+#: installed packages. Appended to ``sys.path``, never ahead of the standard library and
+#: installed packages, and never implicitly the working directory.
+IMPORT_PATH_ENV = "CHARTER_IMPORT_PATH"
+#: Comma-separated import-path prefixes (``acme.ops.,examples.``) that contracts may name;
+#: unset, any module but the standard library's.
+PREFIXES_ENV = "CHARTER_EXECUTOR_PREFIXES"
+
 _callables: dict[str, Callable[..., Any]] = {}
+
+
+def import_path_problem(path: str) -> str | None:
+    """Why a contract may not name ``path`` as code to run here, or ``None``.
+
+    Contracts and policy packs are code: whoever can register one can make workers import
+    and call what it names. So a name from the standard library (``os:system``,
+    ``builtins:eval``, ``subprocess:run``) or a dunder attribute is never accepted, and a
+    deployment narrows what is with :data:`PREFIXES_ENV` (docs/security.md).
+    """
+    module_name, _, attr = path.partition(":")
+    top = module_name.split(".")[0]
+    prefixes = [p.strip() for p in os.environ.get(PREFIXES_ENV, "").split(",") if p.strip()]
+    if prefixes:
+        if not any(path.startswith(p) for p in prefixes):
+            return (
+                f"{path!r} is outside the import prefixes this deployment allows "
+                f"({PREFIXES_ENV}={','.join(prefixes)})"
+            )
+    elif top in sys.stdlib_module_names or top == "builtins":
+        return (
+            f"{path!r} names the standard library ({top}); contracts may only name your own "
+            f"code (list what is allowed in {PREFIXES_ENV})"
+        )
+    if attr.startswith("__"):
+        return f"{path!r} names a dunder attribute, which contracts may not call"
+    return None
+
+
+def _extend_import_path() -> None:
+    for entry in os.environ.get(IMPORT_PATH_ENV, "").split(os.pathsep):
+        folder = str(Path(entry).resolve()) if entry else ""
+        if folder and folder not in sys.path:
+            sys.path.append(folder)
 
 
 def import_callable(path: str, what: str = "executor") -> Callable[..., Any]:
     """Import ``package.module:function``; :class:`ConfigurationError` says which part is
-    wrong (contracts name executors, readers and model scripts this way)."""
+    wrong, or that the deployment does not allow it (contracts name executors, readers and
+    model scripts this way; see :func:`import_path_problem`)."""
     found = _callables.get(path)
     if found is not None:
         return found
+    problem = import_path_problem(path)
+    if problem is not None:
+        raise ConfigurationError(f"{what}: {problem}")
+    _extend_import_path()
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)

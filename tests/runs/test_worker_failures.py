@@ -29,7 +29,11 @@ CHARTER = [sys.executable, "-c", "from charter.cli import main; main()"]
 def worker(
     db: Path, effects: Effects, *, cwd: Path = ROOT, pythonpath: str | None = str(ROOT)
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CHARTER_FAILPOINT", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CHARTER_FAILPOINT", "PYTHONPATH", "CHARTER_IMPORT_PATH")
+    }
     env[EFFECTS_ENV] = str(effects.path)
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath

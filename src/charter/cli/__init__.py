@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import click
 
 from charter import __version__
@@ -41,9 +38,7 @@ policy_group.add_command(backtest_cmd)
 
 
 def main() -> None:
-    # Contracts name readers, executors and model scripts by import path; like `python -m`,
-    # resolve them from the current directory first.
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    # Code contracts name is imported from installed packages and $CHARTER_IMPORT_PATH only:
+    # the working directory is never put on the import path (a `sqlite3.py` in the directory
+    # where someone runs `charter verify` must not run).
     cli()

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
+import charter
 from charter.cli.common import echo_json, handle_errors, progress
 from charter.cli.options import db_option, json_option
 from charter.errors import UsageError
 from charter.ledger.store import open_store
 from charter.runs.runtime import Runtime
 from charter.scrub import scrub
+
+
+def _checkout() -> Path | None:
+    """The Charter checkout holding examples/: the one this package was installed from
+    (``pip install -e .``), else the working directory if it is one."""
+    for root in (Path(charter.__file__).resolve().parents[2], Path.cwd()):
+        if (root / "examples" / "refunds" / "demo.py").is_file():
+            return root
+    return None
 
 
 @click.command("demo")
@@ -43,17 +55,22 @@ from charter.scrub import scrub
 def demo_cmd(tickets: int, seed: int, payments: str, db: str, as_json: bool) -> None:
     """Generate support tickets and run them through the refunds contract.
 
-    Needs a checkout of the Charter repository: run it from its root (it imports the
-    examples/ directory). Runs are keyed by seed, ticket count and ticket, so running the
-    same demo again processes nothing twice.
+    Needs a checkout of the Charter repository (it imports its examples/ directory): the one
+    Charter was installed from with pip install -e, or the working directory. Runs are keyed
+    by seed, ticket count and ticket, so running the same demo again processes nothing twice.
     """
     os.environ["CHARTER_DEMO_PAYMENTS"] = payments
-    try:
-        demo: Any = importlib.import_module("examples.refunds.demo")
-    except ImportError as exc:
+    checkout = _checkout()
+    if checkout is None:
         raise UsageError(
-            f"the demo needs the examples/ directory of a Charter checkout ({exc}); run it from the repository root"
-        ) from None
+            "the demo needs the examples/ directory of a Charter checkout: install Charter "
+            "from a checkout (pip install -e .) or run from the repository root"
+        )
+    # the demo's contract names code in examples/: import it from the checkout, explicitly
+    # and after installed packages (as $CHARTER_IMPORT_PATH would)
+    if str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+    demo: Any = importlib.import_module("examples.refunds.demo")
     runtime = Runtime(open_store(db, create=True))
     with progress("processing", enabled=not as_json) as bar:
         s = demo.run(runtime, tickets=tickets, seed=seed, progress=bar)

@@ -12,21 +12,49 @@ from jsonschema import Draft202012Validator
 
 from charter.contract.formats import validator as schema_validator
 from charter.contract.sections import Autonomy, Budget, Escalation, ModelSection, Value
-from charter.contract.source import Document, read_yaml
+from charter.contract.source import Document, PathPart, read_yaml
 from charter.contract.validate import contract_issues, pack_issues
-from charter.errors import ContractError
+from charter.errors import ContractError, Issue
 from charter.policy.cel import Expression, compile_expression
 from charter.policy.decision import Decision, DecisionPoint
 from charter.policy.engine import ActionTraits, PolicyEngine, Rule
 from charter.policy.history import HistoryProvider
 from charter.policy.normalize import normalizers
 from charter.policy.provenance import Observation
-from charter.primitives import digest, parse_duration
+from charter.primitives import digest, import_path_problem, parse_duration
 
 #: How long one executor call may take when the action sets no ``timeout``.
 DEFAULT_ACTION_TIMEOUT = timedelta(seconds=60)
 #: Executor calls per action (timed out or never returned) before it is given up.
 DEFAULT_MAX_ATTEMPTS = 3
+
+
+def import_path_issues(doc: Document) -> list[Issue]:
+    """Code the contract names that this deployment does not allow it to run, located.
+
+    Checked when a contract loads (``charter contract validate``, submission) and again
+    when code is imported (``charter.primitives.import_callable``), so neither a contract
+    file nor a bundle stored in the ledger can make a worker import ``os:system``.
+    """
+    d = doc.data
+    found: list[tuple[list[PathPart], str]] = []
+    for name, ch in (d.get("channels") or {}).items():
+        if isinstance(ch, dict) and isinstance(ch.get("reader"), str):
+            found.append((["channels", name, "reader"], ch["reader"]))
+    for name, spec in (d.get("actions") or {}).items():
+        if isinstance(spec, dict) and isinstance(spec.get("executor"), str):
+            found.append((["actions", name, "executor"], spec["executor"]))
+    model = d.get("model")
+    if isinstance(model, dict) and isinstance(model.get("script"), str):
+        found.append((["model", "script"], model["script"]))
+    issues = []
+    for where, path in found:
+        problem = import_path_problem(path)
+        if problem is not None:
+            issues.append(
+                doc.issue(where, problem, "name your own code, or widen the allowed prefixes")
+            )
+    return issues
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -172,6 +200,8 @@ class Contract:
     @classmethod
     def from_document(cls, doc: Document, packs: Sequence[PolicyPack] = ()) -> Contract:
         issues = contract_issues(doc)
+        if not issues:
+            issues = import_path_issues(doc)
         if issues:
             raise ContractError(issues)
         d = doc.data

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from charter.errors import (
     ConfigurationError,
     ConflictError,
+    ContractError,
     RunBusyError,
     StoreError,
     StoreUnavailableError,
@@ -136,10 +137,10 @@ class Worker:
     # -- one run -----------------------------------------------------------------------
     def process(self, row: RunRow) -> RunState:
         """Step a claimed run until it ends, waits, or the worker stops; then release it."""
-        contract = self.catalog.contract_for(row.policy_hash)
         try:
+            contract = self.catalog.contract_for(row.policy_hash)
             self.catalog.ensure_runnable(contract, self.worker_id)
-        except ConfigurationError as exc:
+        except (ConfigurationError, ContractError) as exc:
             # a worker problem, not the run's: leave it for a worker that can import the
             # code, and stop this one
             self.store.release(row.run_id, self.worker_id, row.epoch)
