@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from charter.caps import CAPS
@@ -162,3 +163,40 @@ def sanitised_text(text: str) -> str:
     if _text_problem(text) is None:
         return text
     return "".join(_REPLACEMENT if c == "\x00" or 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def utf8_size(text: str) -> int:
+    """The size of ``text`` in UTF-8 bytes (a lone surrogate counts its 3 bytes)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def json_size(value: Any) -> int:
+    """The size in bytes of ``value`` as compact UTF-8 JSON (``value`` must be recordable)."""
+    return utf8_size(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def json_nesting_depth(text: str) -> int:
+    """How deeply the arrays and objects of JSON ``text`` nest, without parsing it.
+
+    For the message when :func:`json.loads` gave up with ``RecursionError`` (it recurses
+    once per level, so a text nested a thousand levels deep exhausts the stack): strings are
+    skipped, brackets counted, iteratively. Malformed text gets a best-effort count.
+    """
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+def too_deep(text: str, where: str) -> str:
+    """The ``json_depth`` message for ``text`` that :func:`json.loads` could not nest into."""
+    cap = CAPS["json_depth"]
+    return cap.exceeded(max(json_nesting_depth(text), cap.limit + 1), where)

@@ -13,12 +13,13 @@ from click.testing import CliRunner
 
 from charter import Contract, ContractError
 from charter.cli import cli
-from charter.contract.source import MAX_DEPTH, parse_yaml, read_yaml
+from charter.contract.source import DEPTH_CAP, parse_yaml, read_yaml
 from charter.contract.validate import MAX_EXPRESSION_LENGTH
 from charter.errors import Issue
 from tests.helpers import document, to_yaml
 
 VALID = to_yaml(document())
+MAX_DEPTH = DEPTH_CAP.default  # the yaml_depth cap (64): these tests run without overrides
 
 
 def _only_issue(exc: pytest.ExceptionInfo[ContractError]) -> Issue:
@@ -288,6 +289,29 @@ def test_scalars_a_tag_cannot_convert_are_located(tmp_path: Path, value: str, me
     assert "tag" in issue.hint
 
 
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ("contract: !!int\n", 11, "cannot read '' as !!int: not a recognised value"),
+        ("contract: [!!float 1e]\n", 12, "cannot read '1e' as !!float: not a recognised value"),
+        ("!!int 0x\n", 1, "cannot read '0x' as !!int: not a recognised value"),
+        ("contract: !!set\n", 11, "cannot read '' as !!set: the tag does not fit a scalar"),
+        ("[!!omap x]\n", 2, "cannot read 'x' as !!omap: the tag does not fit a scalar"),
+    ],
+)
+def test_empty_numbers_and_misplaced_collection_tags_are_located(
+    text: str, column: int, message: str
+) -> None:
+    # before: IndexError (string index out of range) from ruamel's int and float
+    # constructors, AttributeError for !!set or !!omap on a scalar (found by
+    # tests/fuzz/fuzz_contract_loader.py: `contract: !!int`)
+    with pytest.raises(ContractError) as info:
+        parse_yaml(text, "tag.yaml")
+    issue = _only_issue(info)
+    assert (issue.line, issue.column) == (1, column)
+    assert issue.message == "YAML error: " + message
+
+
 def test_an_integer_too_large_to_print_is_refused(tmp_path: Path) -> None:
     # before: ValueError (int to str conversion limit) when jsonschema reported it
     text = _with("version", "0x" + "f" * 5000)
@@ -348,6 +372,32 @@ def test_a_recursive_alias_is_refused(text: str, line: int, column: int) -> None
     assert (issue.line, issue.column) == (line, column)
     assert "found recursive alias 'a'" in issue.message
     assert "contains it" in issue.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "message"),
+    [
+        ("b: {? [[1]] : 1}\n", 1, 7, "a mapping key cannot contain a list or mapping"),
+        ("? [1, {a: 2}]\n: 1\n", 1, 3, "a mapping key cannot contain a list or mapping"),
+        ("a: &a [1]\nb: {? [*a] : 1}\n", 2, 7, "a mapping key cannot contain a list or mapping"),
+        ("s: !!set {? [[1]]}\n", 1, 4, "cannot read this value as !!set: unhashable type"),
+        ("!!omap [{? [[1]] : 1}]\n", 1, 1, "cannot read this value as !!omap: unhashable type"),
+    ],
+)
+def test_a_key_holding_a_list_or_mapping_is_located(
+    text: str, line: int, column: int, message: str
+) -> None:
+    # before: TypeError: unhashable type: 'CommentedSeq' (found by the alias-bomb fuzzer)
+    with pytest.raises(ContractError) as info:
+        parse_yaml(text, "key.yaml")
+    issue = _only_issue(info)
+    assert (issue.line, issue.column) == (line, column)
+    assert issue.message.startswith("YAML error: " + message)
+
+
+def test_a_flat_list_as_a_key_still_loads() -> None:
+    # passed before the change too
+    assert parse_yaml("b: {? [1, x] : 1}\n", "key.yaml").data == {"b": {"(1, 'x')": 1}}
 
 
 def test_a_redefined_anchor_names_the_newer_node_without_a_warning() -> None:

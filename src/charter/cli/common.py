@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
 import click
 
 from charter import jsontext
+from charter.caps import CAPS
+from charter.contract.source import FileTooLargeError, read_bounded
 from charter.errors import CharterError, ContractError, UsageError
 
 if TYPE_CHECKING:
@@ -24,31 +26,60 @@ R = TypeVar("R")
 
 
 def parse_json_arg(value: str | None, option: str) -> Any:
-    """Inline JSON, or ``@path`` to read JSON from a file; errors name the option and position."""
+    """Inline JSON, or ``@path`` to read JSON from a file; errors name the option and position.
+
+    Either is refused over the ``input_bytes`` cap (a file is read no further than that) and
+    nested deeper than ``json_depth``, even deeper than :func:`json.loads` can recurse.
+    """
     if value is None:
         return None
+    cap = CAPS["input_bytes"]
     source = f"option {option}"
     text = value
     if value.startswith("@"):
         path = Path(value[1:])
-        source = f"{path} (from {option})"
+        # a name that is not UTF-8 or holds a control character is shown escaped (printable)
+        shown = str(path) if str(path).isprintable() else repr(str(path))[1:-1]
+        source = f"{shown} (from {option})"
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_bounded(path, cap).decode("utf-8")
+        except FileTooLargeError as exc:
+            raise UsageError(f"{source}: {_too_large(exc.size)}") from None
         except OSError as exc:
-            raise UsageError(f"{option}: cannot read {path}: {exc.strerror or exc}") from None
+            raise UsageError(f"{option}: cannot read {shown}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"{source}: not UTF-8 text (byte offset {exc.start}: {exc.reason}); "
+                "save the file as UTF-8"
+            ) from None
+        except ValueError as exc:  # a NUL in the name, a surrogate the file system refuses
+            raise UsageError(f"{option}: cannot read {shown}: {exc}") from None
+    elif len(value) > cap.limit // 4 and (size := jsontext.utf8_size(value)) > cap.limit:
+        raise UsageError(f"{source}: {_too_large(size)}")
     try:
         parsed = jsontext.loads(text)
+    except RecursionError:
+        raise UsageError(f"{source}: {jsontext.too_deep(text, option.lstrip('-'))}") from None
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{source}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
             "pass valid JSON inline (quote it for your shell) or @file.json"
         ) from None
-    except ValueError as exc:  # NaN, Infinity
+    except ValueError as exc:  # NaN, Infinity, an integer of more than 4300 digits
         raise UsageError(f"{source}: {exc}") from None
     found = jsontext.problems(parsed, option.lstrip("-"))
     if found:
         raise UsageError(f"{source}: " + "; ".join(found))
     return parsed
+
+
+def _too_large(size: int | None) -> str:
+    cap = CAPS["input_bytes"]
+    what = f"{size:,} bytes, over" if size is not None else "over"
+    return (
+        f"the JSON is {what} the limit of {cap.limit:,} ({cap.name}); "
+        f"raise it with {cap.env}=N if this input is expected, or pass less data"
+    )
 
 
 def parse_json_object(value: str | None, option: str) -> dict[str, Any] | None:

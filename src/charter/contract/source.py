@@ -7,7 +7,10 @@ positioned tree for error reporting and hand plain dicts/lists to everything els
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,23 +23,46 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import ScalarNode
 
+from charter.caps import CAPS, Cap
 from charter.errors import ContractError, Issue
+
+if sys.platform != "win32":
+    import fcntl
 
 PathPart = str | int
 
-#: Values nested deeper than this are refused; the top-level mapping is level 1 and every
-#: value, a scalar too, is one level below its parent (``a: [1]``: the 1 is at level 3).
-#: Real contracts need a dozen levels at most; the limit keeps every recursive consumer
-#: (the YAML composer, JSON Schema checks of ``input``/``args``, hashing) far from Python's
-#: recursion limit, and holds for aliases too (``_plain`` counts the expanded data).
-MAX_DEPTH = 64
+#: Values nested deeper than the ``yaml_depth`` cap (:mod:`charter.caps`, 64 unless
+#: overridden) are refused; the top-level mapping is level 1 and every value, a scalar too,
+#: is one level below its parent (``a: [1]``: the 1 is at level 3). Real contracts need a
+#: dozen levels at most; the cap keeps every recursive consumer (the YAML composer, JSON
+#: Schema checks of ``input``/``args``, hashing) far from Python's recursion limit, and
+#: holds for aliases too (``_plain`` counts the expanded data).
+#:
+#: The expanded size is capped too: an alias stands for a copy of the node it names, so a
+#: few lines of aliases of aliases (a "billion laughs") stand for billions of values. The
+#: composer counts the nodes (``yaml_nodes``) and scalar bytes (``document_bytes``) every
+#: node stands for, aliases expanded, and stops at the alias that crosses a cap, before
+#: anything expands it. The file itself is read only up to ``document_bytes``.
+DEPTH_CAP = CAPS["yaml_depth"]
+NODES_CAP = CAPS["yaml_nodes"]
+BYTES_CAP = CAPS["document_bytes"]
 
 #: Integers this large cannot be turned into text (Python refuses more than 4300 digits),
 #: so hashing or reporting them would fail later.
 _MAX_INT = 10**4000
 
 _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
-_DEPTH_HINT = f"flatten the structure: at most {MAX_DEPTH} levels of nested mappings and lists"
+
+
+def _too_deep_message() -> str:
+    return f"nested too deeply (more than {DEPTH_CAP.limit} levels)"
+
+
+def _depth_hint() -> str:
+    return (
+        f"flatten the structure: at most {DEPTH_CAP.limit} levels of nested mappings and lists "
+        f"({DEPTH_CAP.name}; raise it with {DEPTH_CAP.env}=N if this input is expected)"
+    )
 
 
 def format_path(parts: Sequence[PathPart]) -> str:
@@ -119,10 +145,8 @@ def _text(value: str, path: list[PathPart], key: str | None = None) -> str:
 
 def _plain(node: Any, path: list[PathPart], depth: int = 1) -> Any:
     """Plain builtins from ruamel's tree; ``path`` is the node's field path (extended in place)."""
-    if depth > MAX_DEPTH:  # reachable through aliases, which the composer's count skips
-        raise _InvalidValueError(
-            list(path), f"nested too deeply (more than {MAX_DEPTH} levels)", _DEPTH_HINT
-        )
+    if depth > DEPTH_CAP.limit:  # reachable through aliases, which the composer's count skips
+        raise _InvalidValueError(list(path), _too_deep_message(), _depth_hint())
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for k, v in node.items():
@@ -164,17 +188,34 @@ class _RecursiveAliasError(ComposerError):
     hint = "an alias cannot refer to a node that contains it; copy the values instead"
 
 
+class _TooLargeError(ComposerError):
+    """The document stands for more nodes or scalar bytes than a cap allows, aliases expanded."""
+
+    def __init__(self, message: str, hint: str, mark: Any) -> None:
+        super().__init__(None, None, message, mark)
+        self.hint = hint
+
+
 class _Composer(Composer):
-    """ruamel's composer, refusing recursive aliases and quiet about redefined anchors.
+    """ruamel's composer, refusing recursive aliases and alias bombs; quiet about redefined anchors.
 
     An alias inside the node it names (``a: &a [*a]``) would be constructed as ``None``, or
     crash ruamel in a merge (``&a {<<: *a}``); no contract can mean one, so it is an error.
     Redefining an anchor is allowed by YAML: later aliases name the newer node.
+
+    Every node is counted as often as it will be copied: a node once, an alias as many nodes
+    (and scalar bytes) as the node it names stands for. The counts are what converting the
+    tree to plain data visits (an upper bound: a merge key counts the whole merged mapping),
+    so a document over a cap is refused here, at the node or alias that crossed it, before
+    the constructor or :func:`_plain` can expand anything.
     """
 
     def __init__(self, loader: Any = None) -> None:
         super().__init__(loader)
         self.warn_double_anchors = False
+        self._nodes = self._bytes = 0  # so far, in document order, aliases expanded
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(anchored node) -> (nodes, bytes)
+        self._node_limit, self._byte_limit = NODES_CAP.limit, BYTES_CAP.limit
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.parser.check_event(AliasEvent):
@@ -187,13 +228,76 @@ class _Composer(Composer):
                     f"found recursive alias {event.anchor!r}: it is inside the node it names",
                     event.start_mark,
                 )
-        return super().compose_node(parent, index)
+            node = super().compose_node(parent, index)  # raises for an undefined alias
+            nodes, size = self._sizes.get(id(node), (1, 0))
+            self._count(nodes, size, event.start_mark, alias=True)
+            return node
+        event = self.parser.peek_event()
+        nodes, size = self._nodes, self._bytes
+        self._count(1, _scalar_bytes(getattr(event, "value", None)), event.start_mark)
+        node = super().compose_node(parent, index)
+        if node.anchor is not None:
+            self._sizes[id(node)] = (self._nodes - nodes, self._bytes - size)
+        return node
+
+    def _count(self, nodes: int, size: int, mark: Any, *, alias: bool = False) -> None:
+        self._nodes += nodes
+        self._bytes += size
+        what = "an alias copies the whole node it names, each time it is used"
+        if self._nodes > self._node_limit:
+            hint = (
+                f"{what}: use fewer aliases or smaller anchored nodes"
+                if alias
+                else "split the document, or list fewer values"
+            )
+            raise _TooLargeError(NODES_CAP.exceeded(self._nodes), hint, mark)
+        if self._bytes > self._byte_limit:  # only aliases can get here: the file is smaller
+            cap = BYTES_CAP
+            raise _TooLargeError(
+                f"the size of the text in bytes, aliases expanded, is {self._bytes:,}, over the "
+                f"limit of {cap.limit:,} ({cap.name}); raise it with {cap.env}=N if this input "
+                "is expected",
+                f"{what}: do not repeat long text through aliases",
+                mark,
+            )
+
+
+def _scalar_bytes(value: Any) -> int:
+    """The UTF-8 size of a scalar's text (0 for a collection's start event)."""
+    if not isinstance(value, str):
+        return 0
+    return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
 
 
 class _BadScalarError(ConstructorError):
-    """A scalar whose text its tag (explicit, or resolved like ``!!int``) cannot convert."""
+    """A value whose text its tag (explicit, or resolved like ``!!int``) cannot convert."""
 
     hint = "fix the value, or remove an explicit tag such as !!int"
+
+
+def _cannot_read(node: Any, exc: Exception) -> _BadScalarError:
+    name = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+    what = "this value"
+    if isinstance(node, ScalarNode):
+        text = str(node.value)
+        what = repr(text if len(text) <= 40 else text[:37] + "...")
+    if isinstance(exc, LookupError):  # KeyError (`!!bool maybe`), IndexError (`!!int ""`)
+        reason = "not a recognised value"
+    elif isinstance(exc, AttributeError):  # e.g. `!!set x`: a tag for another kind of node
+        reason = f"the tag does not fit a {node.id}"
+    else:
+        reason = str(exc)[:200]
+    return _BadScalarError(None, None, f"cannot read {what} as {name}: {reason}", node.start_mark)
+
+
+#: what ruamel's constructors raise, without a position, for a value its tag cannot convert
+_CONSTRUCTION_ERRORS = (ValueError, LookupError, OverflowError, TypeError, AttributeError)
+
+
+class _BadKeyError(ConstructorError):
+    """A complex mapping key with a list or mapping inside it: Python cannot hash it."""
+
+    hint = "use a plain scalar as the key"
 
 
 class _Constructor(RoundTripConstructor):
@@ -201,23 +305,40 @@ class _Constructor(RoundTripConstructor):
 
     An explicit tag can ask for a conversion the text does not allow (``!!int abc``,
     ``!!bool maybe``, ``!!timestamp 2026-13-45``, an integer of more than 4300 digits);
-    ruamel then raises ``ValueError``/``KeyError``/``OverflowError`` without a position.
+    ruamel then raises ``ValueError``/``KeyError``/``OverflowError`` without a position,
+    ``IndexError`` for an empty or truncated number (``!!int``, ``!!float 1e``),
+    ``AttributeError`` for a tag on the wrong kind of node (``!!set x``) and ``TypeError``
+    for a set or ordered map whose key holds a list (``!!set {? [[1]]}``).
     Unknown tags, ``!!python/...`` included, construct no Python objects in round-trip mode.
     """
 
     def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
         try:
             return super().construct_non_recursive_object(node, tag)
-        except (ValueError, KeyError, OverflowError) as exc:
-            name = str(node.tag).replace("tag:yaml.org,2002:", "!!")
-            what = "this value"
-            if isinstance(node, ScalarNode):
-                text = str(node.value)
-                what = repr(text if len(text) <= 40 else text[:37] + "...")
-            reason = "not a recognised value" if isinstance(exc, KeyError) else str(exc)[:200]
-            raise _BadScalarError(
-                None, None, f"cannot read {what} as {name}: {reason}", node.start_mark
+        except _CONSTRUCTION_ERRORS as exc:
+            raise _cannot_read(node, exc) from None
+
+    def construct_document(self, node: Any) -> Any:
+        try:
+            return super().construct_document(node)
+        except _CONSTRUCTION_ERRORS as exc:  # a top-level value, built outside the above
+            raise _cannot_read(node, exc) from None
+
+    def check_mapping_key(
+        self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any
+    ) -> Any:
+        # ruamel turns a list key into a tuple, but leaves the lists and mappings inside it:
+        # `? [[1]] : x` ended in "TypeError: unhashable type: 'CommentedSeq'"
+        try:
+            hash(key)
+        except TypeError:
+            raise _BadKeyError(
+                None,
+                None,
+                "a mapping key cannot contain a list or mapping (only a flat list of scalars)",
+                key_node.start_mark,
             ) from None
+        return super().check_mapping_key(node, key_node, mapping, key, value)
 
 
 def _line_col(text: str, position: int | None) -> tuple[int, int]:
@@ -229,27 +350,51 @@ def _line_col(text: str, position: int | None) -> tuple[int, int]:
 
 
 def _too_deep(file: str, line: int, col: int) -> ContractError:
-    message = f"nested too deeply (more than {MAX_DEPTH} levels)"
-    return ContractError([Issue(file, line, col, "", message, _DEPTH_HINT)])
+    return ContractError([Issue(file, line, col, "", _too_deep_message(), _depth_hint())])
+
+
+def _too_big(file: str, size: int | None) -> ContractError:
+    """The file is over the ``document_bytes`` cap (``size`` None: a stream, size unknown)."""
+    return ContractError(
+        [Issue(file, 1, 1, "", _size_message(BYTES_CAP, size), "split the file, or shorten it")]
+    )
+
+
+def _size_message(cap: Cap, size: int | None) -> str:
+    if size is not None:
+        return cap.exceeded(size)
+    return (
+        f"{cap.what} is over the limit of {cap.limit:,} ({cap.name}); "
+        f"raise it with {cap.env}=N if this input is expected"
+    )
 
 
 def parse_yaml(text: str, file: str) -> Document:
     """Parse YAML text; syntax errors and duplicate keys raise ``ContractError`` with position.
 
-    So does anything else no contract can hold: nesting deeper than :data:`MAX_DEPTH`, a
-    lone surrogate (``"\\ud800"``), a tagged scalar that cannot be converted (``!!int x``).
+    So does anything else no contract can hold: text over the ``document_bytes`` cap, nesting
+    deeper than ``yaml_depth``, more than ``yaml_nodes`` nodes with aliases expanded, a lone
+    surrogate (``"\\ud800"``), a tagged scalar that cannot be converted (``!!int x``).
     """
+    if len(text) > BYTES_CAP.limit // 4:  # else it is under the cap whatever its characters
+        size = _scalar_bytes(text)
+        if size > BYTES_CAP.limit:
+            raise _too_big(file, size)
     yaml = YAML(typ="rt")
     yaml.Composer = _Composer
     yaml.Constructor = _Constructor
-    yaml.max_depth = MAX_DEPTH
+    yaml.max_depth = DEPTH_CAP.limit
     try:
         tree = yaml.load(text)
     except MaxDepthExceededError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         raise _too_deep(file, line, col) from None
-    except (_BadScalarError, _RecursiveAliasError) as exc:
+    except _TooLargeError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        raise ContractError([Issue(file, line, col, "", str(exc.problem), exc.hint)]) from None
+    except (_BadScalarError, _BadKeyError, _RecursiveAliasError) as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         raise ContractError(
@@ -287,6 +432,8 @@ def parse_yaml(text: str, file: str) -> Document:
     doc = Document(file=file, data=None, tree=tree)
     try:
         doc.data = _plain(tree, [])
+    except RecursionError:  # only with yaml_depth raised far above its default
+        raise _too_deep(file, 1, 1) from None
     except _InvalidValueError as exc:
         line, col = doc.locate(exc.path)
         raise ContractError(
@@ -321,16 +468,65 @@ def _utf8_error(file: str, exc: UnicodeDecodeError) -> ContractError:
     )
 
 
+class FileTooLargeError(Exception):
+    """A file (or stream) longer than the cap it is read under; ``size`` None: a stream."""
+
+    def __init__(self, cap: Cap, size: int | None) -> None:
+        super().__init__(_size_message(cap, size))
+        self.cap, self.size = cap, size
+
+
+def read_bounded(path: str | Path, cap: Cap) -> bytes:
+    """The bytes of ``path``, refusing more than ``cap.limit`` of them without reading them.
+
+    A regular file's size is checked before reading; anything else (a FIFO, ``/dev/zero``,
+    ``/dev/stdin``) is read up to one byte past the cap. A FIFO is opened without waiting
+    for a writer: with none, it reads as empty instead of hanging. Raises
+    :class:`FileTooLargeError` or :class:`OSError`.
+    """
+    limit = cap.limit
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_size > limit:
+            raise FileTooLargeError(cap, info.st_size)
+        if sys.platform != "win32" and not stat.S_ISREG(info.st_mode):
+            # blocking reads from here: a writer that is slow is waited for, not spun on
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        chunks: list[bytes] = []
+        got = 0
+        while got <= limit:
+            chunk = os.read(fd, min(limit + 1 - got, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    finally:
+        os.close(fd)
+    if got > limit:
+        raise FileTooLargeError(cap, info.st_size if stat.S_ISREG(info.st_mode) else None)
+    return b"".join(chunks)
+
+
 def read_yaml(path: str | Path) -> Document:
-    """Read and parse a YAML file; a missing or unreadable file is a ``ContractError``."""
+    """Read and parse a YAML file; a missing, unreadable or too large file is a ``ContractError``.
+
+    Every YAML file Charter reads comes through here: contracts, packs, registries and
+    policy test files. Files over the ``document_bytes`` cap are refused before parsing.
+    """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = read_bounded(p, BYTES_CAP)
+        # as text mode reads it: universal newlines
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise ContractError([Issue(str(p), 1, 1, "", "file not found", "check the path")]) from None
+    except FileTooLargeError as exc:
+        raise _too_big(str(p), exc.size) from None
     except UnicodeDecodeError as exc:
         raise _utf8_error(str(p), exc) from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name, say
         raise ContractError(
             [Issue(str(p), 1, 1, "", f"cannot read file: {exc}", "make it a readable UTF-8 file")]
         ) from None

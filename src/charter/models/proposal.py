@@ -3,6 +3,11 @@
 Nothing a model says reaches policy unvalidated: the output must be a JSON object naming
 only declared actions with arguments that satisfy their schemas. The reasons are written
 for the model, which gets them back for a corrected retry.
+
+A model's output is hostile input like any other (it may repeat text it read): output over
+the ``model_output_bytes`` cap, arguments over ``argument_bytes`` and nesting over
+``json_depth`` (:mod:`charter.caps`) are reasons too, and :func:`parse_proposal` never
+raises whatever the text.
 """
 
 from __future__ import annotations
@@ -11,7 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from charter import jsontext
+from charter.caps import CAPS
 from charter.contract.model import Contract
+
+
+def _shortened(message: str, limit: int = 500) -> str:
+    """A schema error message cut to ``limit`` characters: it quotes the value it rejects."""
+    return message if len(message) <= limit else message[: limit - 20] + " ... (shortened)"
 
 
 @dataclass(frozen=True)
@@ -23,9 +34,17 @@ class Proposal:
 
 
 def parse_proposal(contract: Contract, raw: str) -> tuple[Proposal | None, list[str]]:
-    """Return ``(proposal, [])`` for valid output, else ``(None, reasons)``."""
+    """Return ``(proposal, [])`` for valid output, else ``(None, reasons)``; never raises."""
+    cap = CAPS["model_output_bytes"]
+    if len(raw) > cap.limit // 4 and (size := jsontext.utf8_size(raw)) > cap.limit:
+        return None, [
+            f"output is {size:,} bytes, over the limit of {cap.limit:,} ({cap.name}); "
+            "reply with one shorter JSON object"
+        ]
     try:
         data = jsontext.loads(raw)
+    except RecursionError:  # nested deeper than the interpreter's stack: over json_depth
+        return None, [jsontext.too_deep(raw, "output") + "; reply with a flatter JSON object"]
     except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError; so is NaN
         return None, [f"output is not valid JSON ({exc}); reply with one JSON object"]
     if not isinstance(data, dict):
@@ -80,9 +99,17 @@ def parse_proposal(contract: Contract, raw: str) -> tuple[Proposal | None, list[
         if not isinstance(args, dict):
             reasons.append(f"actions[{i}] ({name}): `args` must be an object")
             continue
+        limit = CAPS["argument_bytes"].limit
+        size = jsontext.json_size(args)
+        if size > limit:  # before the schema: its checks may be slow on large values
+            reasons.append(
+                f"actions[{i}] ({name}): args is {size:,} bytes, over the limit of {limit:,} "
+                "(argument_bytes); propose smaller arguments (refer to data, do not copy it)"
+            )
+            continue
         for err in sorted(spec.validator.iter_errors(args), key=lambda e: list(map(str, e.path))):
             where = "args" + "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in err.path)
-            reasons.append(f"actions[{i}] ({name}): {where}: {err.message}")
+            reasons.append(f"actions[{i}] ({name}): {where}: {_shortened(err.message)}")
         actions.append({"name": name, "args": args})
     if reasons:
         return None, reasons
