@@ -173,14 +173,14 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """The run ids each command actually worked through (the real work still runs)."""
     got: dict[str, list[str]] = {"verify": [], "replay": [], "backtest": []}
     real_verify, real_replay, real_backtest = (
-        ledger_cli.verify,
+        ledger_cli.verify_ledger,
         ledger_cli.replay,
         replay_module.backtest,
     )
 
-    def verify(store: Any, run_ids: list[str], *rest: Any) -> Any:
+    def verify(store: Any, run_ids: list[str], *rest: Any, **options: Any) -> Any:
         got["verify"].extend(run_ids)
-        return real_verify(store, run_ids, *rest)
+        return real_verify(store, run_ids, *rest, **options)
 
     def replay(store: Any, c: Any, run_id: str) -> Any:
         got["replay"].append(run_id)
@@ -190,7 +190,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
         got["backtest"].extend(run_ids)
         return real_backtest(store, new, run_ids, *rest)
 
-    monkeypatch.setattr(ledger_cli, "verify", verify)
+    monkeypatch.setattr(ledger_cli, "verify_ledger", verify)
     monkeypatch.setattr(ledger_cli, "replay", replay)
     monkeypatch.setattr(replay_module, "backtest", backtest)
     return got

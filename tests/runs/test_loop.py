@@ -374,7 +374,7 @@ def test_an_executor_returning_non_json_fails_the_run_but_its_completion_is_kept
     assert isinstance(done.result["when"], str)  # the datetime, recorded as its text
     assert done.result_changes == ["$.when: a datetime recorded as text"]
     [failed] = events_of(rt, run_id, RunFailed)
-    assert "result of weird is not JSON-serialisable" in failed.error
+    assert "result of weird cannot be used as returned" in failed.error
     assert rt.store.count_executed("weird", {}, "2000-01-01", "2100-01-01") == 1
 
 

@@ -7,7 +7,8 @@ import click
 from charter import __version__
 from charter.cli.contract import contract_group
 from charter.cli.demo import demo_cmd
-from charter.cli.ledger import migrate_cmd, replay_cmd, report_cmd, verify_cmd
+from charter.cli.keys import erase_cmd, keys_group
+from charter.cli.ledger import anchor_cmd, migrate_cmd, replay_cmd, report_cmd, verify_cmd
 from charter.cli.policy import backtest_cmd, policy_group
 from charter.cli.review import review_group
 from charter.cli.run import run_group
@@ -26,11 +27,14 @@ for command in (
     run_group,
     review_group,
     verify_cmd,
+    anchor_cmd,
     replay_cmd,
     worker_cmd,
     report_cmd,
     demo_cmd,
     migrate_cmd,
+    erase_cmd,
+    keys_group,
 ):
     cli.add_command(command)
 

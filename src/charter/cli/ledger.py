@@ -1,9 +1,11 @@
-"""Ledger-wide commands: ``verify``, ``replay``, ``migrate`` and ``report``."""
+"""Ledger-wide commands: ``verify``, ``anchor``, ``replay``, ``migrate`` and ``report``."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -19,56 +21,191 @@ from charter.cli.options import (
 )
 from charter.contract.model import Contract
 from charter.errors import CharterError, UsageError
+from charter.ledger.anchor import FileSink, publish, verify_anchors, write_anchor
+from charter.ledger.signing import SignatureChecker, TrustedKeys
 from charter.ledger.sqlbase import SqlStore
 from charter.ledger.store import open_store
-from charter.ledger.verify import verify
+from charter.ledger.verify import verify_ledger
 from charter.runs.replay import replay
 from charter.runs.report import build_report
 from charter.scrub import scrub
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 # -- ledger-wide -------------------------------------------------------------------------
+def sink_option(func: F) -> F:
+    return click.option(
+        "--sink",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="CHARTER_ANCHOR_SINK",
+        help="Anchor sink: a file of JSON lines, on another volume (env CHARTER_ANCHOR_SINK).",
+    )(func)
+
+
 @click.command("verify")
 @click.argument("run_ids", nargs=-1)
 @since_option
 @limit_option
+@click.option(
+    "--anchors", is_flag=True, help="Also check the anchor log and every anchored run head."
+)
+@sink_option
+@click.option(
+    "--signatures", is_flag=True, help="Check the signature of every signed verdict and cancel."
+)
+@click.option(
+    "--trusted-keys",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Directory of Ed25519 public keys (PEM), one per identity, named after it.",
+)
+@click.option(
+    "--require-signatures",
+    is_flag=True,
+    help="Report approve/reject verdicts and cancels that are not signed.",
+)
 @db_option
 @json_option
 @handle_errors
 def verify_cmd(
-    run_ids: tuple[str, ...], since: str | None, limit: int | None, db: str, as_json: bool
+    run_ids: tuple[str, ...],
+    since: str | None,
+    limit: int | None,
+    anchors: bool,
+    sink: Path | None,
+    signatures: bool,
+    trusted_keys: Path | None,
+    require_signatures: bool,
+    db: str,
+    as_json: bool,
 ) -> None:
-    """Check the hash chain of every run (or the given runs); exit 1 on the first broken link of any."""
+    """Check every run's hash chain, and every table against the events; exit 1 on any finding.
+
+    With --anchors (or --sink), also that no run was deleted, cut or re-hashed since an anchor;
+    with --trusted-keys, the signature of every signed verdict and cancel.
+    """
     if run_ids and (since is not None or limit is not None):
         raise UsageError(
             "--since and --limit choose runs from the ledger; name runs or bound the check, not both"
         )
+    signatures = signatures or require_signatures or trusted_keys is not None
+    if signatures and trusted_keys is None:
+        raise UsageError("--signatures needs --trusted-keys DIR (the reviewers' public keys)")
+    if sink is not None and not sink.exists():
+        raise UsageError(f"--sink {sink}: no such file")
+    anchors = anchors or sink is not None
     instant = parse_since(since)
+    checker = (
+        SignatureChecker(TrustedKeys(trusted_keys), require=require_signatures)
+        if trusted_keys is not None
+        else None
+    )
     store = open_store(db, read_only=True)
     bounds = None
     if run_ids:
         ids = [store.find_run(r).run_id for r in run_ids]
     else:
         ids, bounds = select_runs(store, instant, limit)
+    # every run (a limit that leaves nothing out too): the ledger-wide roll-ups are checked
+    whole = not run_ids and instant is None and (bounds is None or bounds.matching == len(ids))
     with progress("checking", enabled=not as_json, total=len(ids)) as bar:
-        checked, broken = verify(store, ids, bar)
+        found = verify_ledger(store, ids, bar, whole=whole, check_events=checker)
+    anchored = verify_anchors(store, FileSink(sink) if sink else None) if anchors else None
+    broken = found.broken
     if as_json:
         out: dict[str, Any] = {
-            "checked": checked,
-            "intact": checked - len(broken),
+            "checked": found.checked,
+            "intact": found.checked - len(broken),
             "broken": [b.to_dict() for b in broken],
+            "projections": "ledger" if whole else "runs",
+            "mismatches": [m.to_dict() for m in found.mismatches],
+            "notes": found.notes,
         }
         if bounds is not None:
             out["bounds"] = bounds.to_dict()
+        if anchored is not None:
+            out["anchors"] = anchored.to_dict()
+        if checker is not None:
+            out["signatures"] = {
+                "verified": found.signed,
+                "problems": [p.to_dict() for p in found.signatures],
+            }
         echo_json(out)
     else:
         for b in broken:
             click.echo(f"BROKEN {b.run_id} at event {b.seq}: {b.problem}")
+        for m in found.mismatches:
+            click.echo(f"MISMATCH {m}")
+        for p in found.signatures:
+            click.echo(f"SIGNATURE {p.kind} {p}")
+        for a in anchored.problems if anchored else []:
+            click.echo(f"ANCHOR {a.kind}: {a.message}")
         click.echo(
-            f"{checked} run(s) checked{bounds.note() if bounds else ''}, "
-            f"{checked - len(broken)} intact, {len(broken)} broken"
+            f"{found.checked} run(s) checked{bounds.note() if bounds else ''}, "
+            f"{found.checked - len(broken)} intact, {len(broken)} broken"
         )
-    if broken:
+        # a clean check says nothing more (the tables were checked too; --json says which)
+        if found.mismatches:
+            click.echo(
+                f"projections: {len(found.mismatches)} row(s) or field(s) differ from the events"
+            )
+        if anchored is not None:
+            sink_note = (
+                f" ({anchored.sink_entries} in {sink})" if anchored.sink_entries is not None else ""
+            )
+            click.echo(
+                f"anchors: {anchored.anchors} anchor(s){sink_note} covering {anchored.covered} "
+                f"run(s), {len(anchored.problems)} problem(s)"
+            )
+            for note in anchored.notes:
+                click.echo(f"  note: {note}")
+        if checker is not None:
+            click.echo(f"signatures: {found.signed} verified, {len(found.signatures)} problem(s)")
+        for note in found.notes:
+            click.echo(f"note: {note}")
+    if not found.ok or (anchored is not None and not anchored.ok):
+        raise SystemExit(1)
+
+
+@click.command("anchor")
+@sink_option
+@db_option
+@json_option
+@handle_errors
+def anchor_cmd(sink: Path | None, db: str, as_json: bool) -> None:
+    """Record a Merkle root over every run's head, chained to the last anchor, in --sink too.
+
+    Exit 1 if runs that an earlier anchor covered are gone or shorter now (the anchor is
+    written all the same; `charter verify --anchors` names them).
+    """
+    store = open_store(db, create=False)
+    done = write_anchor(store)
+    published = publish(store, FileSink(sink)) if sink is not None else []
+    a = done.anchor
+    if as_json:
+        echo_json(
+            {
+                **a.to_dict(),
+                "leaves": done.leaves,
+                "published": published,
+                "gone": done.gone,
+                "shorter": [{"run_id": r, "anchored": s, "now": n} for r, s, n in done.shorter],
+            }
+        )
+    else:
+        for run_id in done.gone:
+            click.echo(f"WARNING run {run_id}, covered by an earlier anchor, is gone")
+        for run_id, was, now in done.shorter:
+            click.echo(
+                f"WARNING run {run_id} ends at event {now}, an earlier anchor covered event {was}"
+            )
+        click.echo(
+            f"anchor {a.index} at {a.at}: root {a.root[:16]}… over {a.runs} run(s), "
+            f"{done.leaves} changed head(s) recorded"
+        )
+        if published:
+            click.echo(f"published anchor(s) {', '.join(map(str, published))} to {sink}")
+    if done.gone or done.shorter:
         raise SystemExit(1)
 
 
@@ -127,10 +264,12 @@ def replay_cmd(
             results.append(replay(rt.store, rt.contract_for(row.policy_hash), rid))
             bar(done, len(ids))
     diverged = [r for r in results if not r.agrees]
+    erased = [r for r in results if r.unreplayable]
     if as_json:
         out: dict[str, Any] = {
             "runs": len(results),
-            "agree": len(results) - len(diverged),
+            "agree": len(results) - len(diverged) - len(erased),
+            "unreplayable": len(erased),
             # with --all, only the runs that diverge (the rest agree)
             "results": [r.to_dict() for r in (diverged if all_runs else results)],
         }
@@ -139,7 +278,14 @@ def replay_cmd(
         echo_json(out)
     else:
         for r in results:
-            if r.agrees:
+            if r.unreplayable:
+                events = ", ".join(map(str, r.unreplayable))
+                click.echo(
+                    f"{r.run_id}: {len(r.unreplayable)} decision(s) cannot be replayed "
+                    f"(events {events}): what they were made on is "
+                    f"{r.unreadable_reason or 'unreadable'}"
+                )
+            elif r.agrees:
                 if not all_runs:
                     click.echo(f"{r.run_id}: {r.decisions} decision(s) replayed, all identical")
             else:
@@ -148,7 +294,8 @@ def replay_cmd(
                 )
         click.echo(
             f"{len(results)} run(s) replayed{bounds.note() if bounds else ''}, "
-            f"{len(results) - len(diverged)} agree, {len(diverged)} diverge"
+            f"{len(results) - len(diverged) - len(erased)} agree, {len(diverged)} diverge"
+            + (f", {len(erased)} cannot be replayed" if erased else "")
         )
     if diverged:
         raise SystemExit(1)

@@ -264,5 +264,10 @@ def backtest_cmd(
             )
         if len(result.changes) > 50:
             click.echo(f"  ... {len(result.changes) - 50} more (use --json for all)")
+    if result.unreadable:
+        click.echo(
+            f"  {len(result.unreadable)} run(s) left out: their content is erased or sealed "
+            "without a key here, so their decisions cannot be re-made"
+        )
     for e in result.errors:
         click.echo(f"  error: {e}", err=True)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -22,7 +25,20 @@ from charter.ledger.events import (
     ReviewRequested,
     StoredEvent,
 )
+from charter.ledger.signing import KEY_ENV, signer_from
 from charter.ledger.store import open_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def signing_key_option(func: F) -> F:
+    return click.option(
+        "--key",
+        "key_path",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar=KEY_ENV,
+        help=f"Sign the verdict with this Ed25519 private key (PEM) (env {KEY_ENV}).",
+    )(func)
 
 
 # -- review ------------------------------------------------------------------------------
@@ -94,11 +110,13 @@ def _decide(
     cont: bool,
     db: str,
     as_json: bool,
+    key_path: Path | None = None,
 ) -> None:
+    signer = signer_from(key_path)  # a bad key is refused before anything else
     rt = runtime_for(db, write=True)
     args = parse_json_object(args_json, "--args")
-    run_id = rt.decide_review(
-        review_id, verdict, by=by or getpass.getuser(), comment=comment, args=args
+    run_id = rt.people.decide_review(
+        review_id, verdict, by=by or getpass.getuser(), comment=comment, args=args, signer=signer
     )
     state = rt.run(run_id) if cont else rt.state(run_id)
     outcome = _verdict_outcome(rt.store.events(run_id), rt.store.get_review(review_id).review_id)
@@ -160,6 +178,7 @@ def _verdict_outcome(events: list[StoredEvent], review_id: str) -> str:
 @click.option(
     "--continue/--no-continue", "cont", default=True, help="Continue the run in this process."
 )
+@signing_key_option
 @db_option
 @json_option
 @handle_errors
@@ -169,11 +188,12 @@ def review_approve(
     by: str | None,
     comment: str,
     cont: bool,
+    key_path: Path | None,
     db: str,
     as_json: bool,
 ) -> None:
     """Approve the exact action (or admission/outcome) under review."""
-    _decide(review_id, "approve", by, comment, args_json, cont, db, as_json)
+    _decide(review_id, "approve", by, comment, args_json, cont, db, as_json, key_path)
 
 
 @review_group.command("reject")
@@ -183,11 +203,18 @@ def review_approve(
 @click.option(
     "--continue/--no-continue", "cont", default=True, help="Continue the run in this process."
 )
+@signing_key_option
 @db_option
 @json_option
 @handle_errors
 def review_reject(
-    review_id: str, comment: str, by: str | None, cont: bool, db: str, as_json: bool
+    review_id: str,
+    comment: str,
+    by: str | None,
+    cont: bool,
+    key_path: Path | None,
+    db: str,
+    as_json: bool,
 ) -> None:
     """Reject what is under review; the action never executes."""
-    _decide(review_id, "reject", by, comment, None, cont, db, as_json)
+    _decide(review_id, "reject", by, comment, None, cont, db, as_json, key_path)

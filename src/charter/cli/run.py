@@ -46,6 +46,7 @@ from charter.ledger.events import (
     RunSubmitted,
     StoredEvent,
 )
+from charter.ledger.signing import KEY_ENV, signer_from
 from charter.ledger.store import open_store
 from charter.primitives import parse_time
 
@@ -167,6 +168,8 @@ def _line(stored: StoredEvent, t0: str) -> str:
     offset = (parse_time(stored.at) - parse_time(t0)).total_seconds() * 1000
     says = _TIMELINE.get(type(stored.event))
     text = says(stored.event) if says is not None else stored.event.TYPE
+    if stored.unreadable:  # sealed content this process cannot read (docs/security.md)
+        text += f"  [{stored.unreadable_reason}: {', '.join(stored.unreadable)}]"
     return f"{stored.seq:>4} +{offset:9.1f}ms  {text}"
 
 
@@ -348,13 +351,23 @@ def run_show(run_id: str, db: str, as_json: bool) -> None:
 @click.argument("run_id")
 @click.option("--reason", default="cancelled by operator", show_default=True)
 @click.option("--by", default=None, help="Who cancels (default: the OS user).")
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar=KEY_ENV,
+    help=f"Sign the cancel with this Ed25519 private key (PEM) (env {KEY_ENV}).",
+)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @db_option
 @handle_errors
-def run_cancel(run_id: str, reason: str, by: str | None, yes: bool, db: str) -> None:
+def run_cancel(
+    run_id: str, reason: str, by: str | None, key_path: Path | None, yes: bool, db: str
+) -> None:
     """Cancel a run that has not ended; its pending actions never execute."""
+    signer = signer_from(key_path)  # a bad key is refused before anything else
     if not yes:
         click.confirm(f"Cancel run {run_id}?", abort=True)
     rt = runtime_for(db, write=True)
-    rt.cancel(run_id, by=by or getpass.getuser(), reason=reason)
+    rt.people.cancel(run_id, by=by or getpass.getuser(), reason=reason, signer=signer)
     click.echo(f"cancelled {rt.state(run_id).run_id}")

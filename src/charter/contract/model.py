@@ -11,7 +11,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from charter.contract.formats import validator as schema_validator
-from charter.contract.sections import Autonomy, Budget, Escalation, ModelSection, Value
+from charter.contract.sections import Autonomy, Budget, Escalation, ModelSection, Privacy, Value
 from charter.contract.source import Document, PathPart, read_yaml
 from charter.contract.validate import contract_issues, pack_issues
 from charter.errors import ContractError, Issue
@@ -169,6 +169,7 @@ class Contract:
     success: tuple[Expression, ...]
     value: Value | None
     autonomy: Autonomy
+    privacy: Privacy
     data: Mapping[str, Any] = field(repr=False)
     content_hash: str
     path: str
@@ -183,6 +184,13 @@ class Contract:
     @property
     def policy_hash(self) -> str:
         return self.engine.policy_hash
+
+    @property
+    def sensitive(self) -> bool:
+        """Whether the contract reads data labelled sensitive (its runs are sealed at rest
+        when the deployment has a key-encryption key)."""
+        wanted = set(self.privacy.sensitive)
+        return any(wanted.intersection(ch.labels) for ch in self.channels.values())
 
     @property
     def normalizers(self) -> dict[str, Mapping[str, str]]:
@@ -272,6 +280,7 @@ class Contract:
             success=tuple(compile_expression(s) for s in d.get("success") or ()),
             value=Value.from_data(d.get("value")),
             autonomy=Autonomy.from_data(d.get("autonomy")),
+            privacy=Privacy.from_data(d.get("privacy")),
             data=d,
             content_hash=content_hash,
             path=doc.file,

@@ -182,6 +182,35 @@ class Autonomy:
         return self.level in ("supervised", "autonomous")
 
 
+#: Labels whose data makes a run's content sealed when the contract names none.
+DEFAULT_SENSITIVE = ("pii", "confidential")
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """``privacy``: whose data a run holds and which labels are sensitive (for sealing)."""
+
+    subject: str | None = None
+    sensitive: tuple[str, ...] = DEFAULT_SENSITIVE
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any] | None) -> Privacy:
+        d = data or {}
+        return cls(
+            subject=str(d["subject"]) if d.get("subject") else None,
+            sensitive=tuple(d["sensitive"]) if "sensitive" in d else DEFAULT_SENSITIVE,
+        )
+
+    def subject_of(self, payload: Mapping[str, Any]) -> str | None:
+        """The subject named by the task input, if the contract says where it is."""
+        if self.subject is None:
+            return None
+        value: Any = payload
+        for part in self.subject.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        return None if value is None or isinstance(value, dict | list) else str(value)
+
+
 @dataclass(frozen=True)
 class Value:
     """``value``: what a finished run delivered, as a CEL expression, and its unit."""

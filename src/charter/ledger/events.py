@@ -155,6 +155,12 @@ class ReviewDecided(Event):
     comment: str = ""
     edited_args: dict[str, Any] | None = None
     effect: str | None = None  # for expired reviews: the on_timeout effect taken
+    #: the reviewer's Ed25519 signature over the verdict (charter.ledger.signing); ``None``:
+    #: unsigned, and then left out of the payload, which stays as it was before signatures
+    signature: dict[str, str] | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return _unsigned_as_before(super().to_data())
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,18 @@ class RunCancelled(Event):
     TYPE: ClassVar[str] = "run.cancelled"
     by: str
     reason: str
+    #: the operator's Ed25519 signature over the cancel (charter.ledger.signing), or ``None``
+    signature: dict[str, str] | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return _unsigned_as_before(super().to_data())
+
+
+def _unsigned_as_before(data: dict[str, Any]) -> dict[str, Any]:
+    """An unsigned verdict or cancel is stored (and hashed) exactly as before signatures."""
+    if data.get("signature") is None:
+        data.pop("signature", None)
+    return data
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -329,6 +347,11 @@ class StoredEvent:
     event: Event
     prev_hash: str
     hash: str
+    #: sealed fields that could not be read (dotted paths; see charter.ledger.sealing): their
+    #: values are empty stand-ins. ``unreadable_reason`` says why: ``erased`` (the subject's
+    #: key was destroyed) or ``no key`` (this process has no key-encryption key)
+    unreadable: tuple[str, ...] = ()
+    unreadable_reason: str = ""
 
     @property
     def type(self) -> str:

@@ -304,4 +304,85 @@ MIGRATIONS: tuple[Migration, ...] = (
         _REBUILD_SPEND_DAILY,
         postgres=_REBUILD_SPEND_DAILY,
     ),
+    Migration(
+        5,
+        "anchors: a chained log of Merkle roots over every run's head, and their leaves",
+        (
+            # one row per anchor, each chained to the one before (charter.ledger.anchor);
+            # IF NOT EXISTS: running this migration again changes nothing
+            """CREATE TABLE IF NOT EXISTS anchors (
+                idx INTEGER PRIMARY KEY,
+                at TEXT NOT NULL,
+                root TEXT NOT NULL,
+                runs INTEGER NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            # the heads an anchor covered that differ from the previous anchor's (new runs,
+            # runs that moved on; seq 0: a run gone since), not every run every time
+            """CREATE TABLE IF NOT EXISTS anchor_leaves (
+                idx INTEGER NOT NULL,
+                run_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                hash TEXT NOT NULL,
+                PRIMARY KEY (idx, run_id)
+            ) WITHOUT ROWID""",
+        ),
+        postgres=(
+            """CREATE TABLE IF NOT EXISTS anchors (
+                idx BIGINT PRIMARY KEY,
+                at TEXT COLLATE "C" NOT NULL,
+                root TEXT NOT NULL,
+                runs BIGINT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS anchor_leaves (
+                idx BIGINT NOT NULL,
+                run_id TEXT COLLATE "C" NOT NULL,
+                seq BIGINT NOT NULL,
+                hash TEXT NOT NULL,
+                PRIMARY KEY (idx, run_id)
+            )""",
+        ),
+    ),
+    Migration(
+        6,
+        "data keys for sealing content at rest, and which key sealed each run",
+        (
+            # wrapped: the data key wrapped by the KEK (base64); NULL once erased
+            """CREATE TABLE IF NOT EXISTS data_keys (
+                key_id TEXT PRIMARY KEY,
+                subject TEXT NOT NULL,
+                kek_id TEXT NOT NULL,
+                wrapped TEXT,
+                created_at TEXT NOT NULL,
+                erased_at TEXT,
+                erased_by TEXT
+            )""",
+            "CREATE INDEX IF NOT EXISTS data_keys_subject ON data_keys (subject)",
+            """CREATE TABLE IF NOT EXISTS run_keys (
+                run_id TEXT PRIMARY KEY,
+                key_id TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS run_keys_key ON run_keys (key_id)",
+        ),
+        postgres=(
+            """CREATE TABLE IF NOT EXISTS data_keys (
+                key_id TEXT COLLATE "C" PRIMARY KEY,
+                subject TEXT COLLATE "C" NOT NULL,
+                kek_id TEXT NOT NULL,
+                wrapped TEXT,
+                created_at TEXT COLLATE "C" NOT NULL,
+                erased_at TEXT,
+                erased_by TEXT
+            )""",
+            "CREATE INDEX IF NOT EXISTS data_keys_subject ON data_keys (subject)",
+            """CREATE TABLE IF NOT EXISTS run_keys (
+                run_id TEXT COLLATE "C" PRIMARY KEY,
+                key_id TEXT COLLATE "C" NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS run_keys_key ON run_keys (key_id)",
+        ),
+    ),
 )

@@ -43,6 +43,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from charter.errors import StoreError, StoreUnavailableError
 from charter.ledger.migrations import MIGRATIONS
+from charter.ledger.sealing import KeyEncryptionKey
 from charter.ledger.sqlbase import Cursor, SqlStore, apply_migrations
 from charter.ledger.store import DEFAULT_PAYLOAD_CAP, check_schema_version
 
@@ -105,6 +106,7 @@ class PostgresStore(SqlStore):
         create: bool = True,
         read_only: bool = False,
         payload_cap: int = DEFAULT_PAYLOAD_CAP,
+        kek: KeyEncryptionKey | None = None,
         schema: str | None = None,
         pool_size: int | None = None,
     ) -> None:
@@ -113,6 +115,7 @@ class PostgresStore(SqlStore):
         self.schema = schema or url_schema
         self.payload_cap = payload_cap
         self.read_only = read_only
+        self._init_sealing(kek)
         self._conninfo = conninfo
         self._where = f"{_redact(url)} (schema {self.schema})"
         # NOTIFY channels are per database: name ours after the schema so that ledgers in

@@ -20,15 +20,17 @@ between the two databases is kept to small hooks a store overrides:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from charter import jsontext
-from charter.errors import ConflictError, NotFoundError, StoreError
+from charter.errors import ConfigurationError, ConflictError, NotFoundError, StoreError
 from charter.ledger.chain import GENESIS, event_hash
 from charter.ledger.events import (
     ActionCompleted,
@@ -41,6 +43,21 @@ from charter.ledger.events import (
     decode,
 )
 from charter.ledger.migrations import MIGRATIONS
+from charter.ledger.sealing import (
+    INDEX_SUBJECT,
+    KEK_ENV,
+    KEK_FILE_ENV,
+    SEALED,
+    SEALED_KEY,
+    KeyEncryptionKey,
+    Unsealed,
+    blind,
+    blind_args,
+    new_data_key,
+    seal,
+    seal_erased,
+    unseal,
+)
 from charter.ledger.store import _UNSET, RawEvent, ReviewRow, RunRow, Store, check_schema_version
 from charter.primitives import canonical, format_time
 
@@ -56,13 +73,19 @@ REVIEW_COLUMNS = (
 )
 
 
-def encode_events(run_id: str, events: Sequence[Event]) -> list[tuple[Event, str]]:
+def encode_events(
+    run_id: str,
+    events: Sequence[Event],
+    seal: Callable[[Event, dict[str, Any]], dict[str, Any]] | None = None,
+) -> list[tuple[Event, str]]:
     """Each event with its canonical JSON, refusing before any write what a store cannot hold.
 
     Both stores call this first, so they accept and refuse exactly the same events: the
     payload must be JSON text (no NaN, no lone surrogates) and the fields projected into
     plain columns (executed actions' arguments, names) must not contain NUL, which
     PostgreSQL cannot store. The runtime validates at its boundaries; this is the last line.
+    ``seal`` turns an event's fields into what is stored (content sealed, see
+    :mod:`charter.ledger.sealing`); the chain then covers the sealed form.
     """
     out: list[tuple[Event, str]] = []
     for ev in events:
@@ -75,7 +98,8 @@ def encode_events(run_id: str, events: Sequence[Event]) -> list[tuple[Event, str
             projected = [ev.provider, ev.model, ev.prompt_hash]
         found = jsontext.problems(projected, ev.TYPE) if projected is not None else []
         try:
-            text = canonical(ev.to_data())
+            data = ev.to_data()
+            text = canonical(seal(ev, data) if seal is not None else data)
             text.encode("utf-8")
         except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
             found.append(f"{ev.TYPE}: {exc}")
@@ -234,8 +258,13 @@ class SqlStore(Store):
         idempotency_key: str | None,
         event: Event,
         at: str,
+        seal_subject: str | None = None,
     ) -> tuple[str, bool]:
-        [(_, data_json)] = encode_events(run_id, [event])
+        key_id = None
+        if seal_subject is not None and self.kek is not None:
+            key_id = self._subject_key(seal_subject)
+            self._run_keys[run_id] = key_id
+        [(_, data_json)] = encode_events(run_id, [event], self._sealer(run_id, key_id))
         h = event_hash(GENESIS, run_id, 1, event.TYPE, at, data_json)
 
         def fn(cur: Cursor) -> tuple[str, bool]:
@@ -260,6 +289,8 @@ class SqlStore(Store):
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (run_id, 1, event.TYPE, at, self._store_payload(cur, data_json), GENESIS, h),
             )
+            if key_id is not None:
+                cur.run("INSERT INTO run_keys (run_id, key_id) VALUES (?, ?)", (run_id, key_id))
             self._notify(cur)
             return run_id, True
 
@@ -276,7 +307,8 @@ class SqlStore(Store):
         status: str | None = None,
         wake_at: str | None = _UNSET,
     ) -> list[StoredEvent]:
-        encoded = encode_events(run_id, events)
+        key_id = self._run_key(run_id)
+        encoded = encode_events(run_id, events, self._sealer(run_id, key_id))
 
         def fn(cur: Cursor) -> list[StoredEvent]:
             row = cur.one(
@@ -312,7 +344,7 @@ class SqlStore(Store):
                 rows,
             )
             for s in stored:
-                self._project(cur, s, contract, contract_name)
+                self._project(cur, s, contract, contract_name, sealed=key_id is not None)
             sets = ["last_seq = ?", "last_hash = ?", "updated_at = ?"]
             params: list[Any] = [seq, prev, at]
             if status is not None:
@@ -330,7 +362,15 @@ class SqlStore(Store):
         # on and raises ConflictError, and the runtime re-reads the ledger, as after any race
         return self._transaction(fn, repeatable=True)
 
-    def _project(self, cur: Cursor, stored: StoredEvent, contract: str, contract_name: str) -> None:
+    def _project(
+        self,
+        cur: Cursor,
+        stored: StoredEvent,
+        contract: str,
+        contract_name: str,
+        *,
+        sealed: bool = False,
+    ) -> None:
         """Keep the projections in step with the event, in the transaction that appends it.
 
         Each (run, seq) is appended once (the events table's key), so a projection row is
@@ -369,10 +409,11 @@ class SqlStore(Store):
                 (contract_name, stored.at[:10], ev.cost_usd),
             )
         elif isinstance(ev, ActionCompleted) and not ev.compensation:
+            args = blind_args(self._index_key(), ev.match_form) if sealed else ev.match_form
             cur.run(
                 "INSERT INTO executed_actions (run_id, step, action, args, at) "
                 f"VALUES (?, ?, ?, {self.JSON_PARAM}, ?) ON CONFLICT DO NOTHING",
-                (run_id, ev.step, ev.action, canonical(ev.match_form), ev.completed_at),
+                (run_id, ev.step, ev.action, canonical(args), ev.completed_at),
             )
         elif isinstance(ev, ReviewRequested):
             cur.run(
@@ -501,8 +542,12 @@ class SqlStore(Store):
     def count_executed(self, action: str, match: Mapping[str, Any], since: str, until: str) -> int:
         sql = "SELECT count(*) FROM executed_actions WHERE action = ? AND at >= ? AND at <= ?"
         params: list[Any] = [action, since, until]
+        index = self._index_key() if self.kek is not None else None
         for key, value in match.items():
             condition, values = self._match_arg(key, value)
+            if index is not None:  # sealed runs' arguments are projected blinded
+                blinded, more = self._match_arg(key, blind(index, value))
+                condition, values = f"(({condition}) OR ({blinded}))", [*values, *more]
             sql += f" AND {condition}"
             params.extend(values)
         return int(self._read(sql, params)[0][0])
@@ -522,6 +567,191 @@ class SqlStore(Store):
                 (contract_name, since, until),
             )
         return float(rows[0][0])
+
+    # -- sealing (charter.ledger.sealing) -------------------------------------------------
+    #: the deployment's key-encryption key; ``None``: nothing is sealed, sealed content
+    #: reads as unreadable stand-ins
+    kek: KeyEncryptionKey | None = None
+    _run_keys: dict[str, str | None]
+    _data_keys: dict[str, bytes | None]
+    _index: bytes | None = None
+
+    def _init_sealing(self, kek: KeyEncryptionKey | None) -> None:
+        self.kek = kek
+        self._run_keys = {}
+        self._data_keys = {}
+        self._index = None
+
+    def _sealer(
+        self, run_id: str, key_id: str | None
+    ) -> Callable[[Event, dict[str, Any]], dict[str, Any]] | None:
+        if key_id is None:
+            return None
+        key = self._data_key(key_id)
+
+        def sealer(ev: Event, data: dict[str, Any]) -> dict[str, Any]:
+            paths = SEALED.get(type(ev), ())
+            if not paths:
+                return data
+            if key is None:  # the subject was erased: nothing of it is written again
+                return seal_erased(data, paths, key_id)
+            return seal(data, paths, key_id, key, run_id, ev.TYPE)
+
+        return sealer
+
+    def _run_key(self, run_id: str) -> str | None:
+        """The data key a run's content is sealed with, or ``None`` if it is not sealed."""
+        if run_id not in self._run_keys:
+            rows = self._read("SELECT key_id FROM run_keys WHERE run_id = ?", (run_id,))
+            found = str(rows[0][0]) if rows else None
+            if found is not None and self.kek is None:
+                raise ConfigurationError(
+                    f"run {run_id} is sealed and this process has no key-encryption key "
+                    f"({KEK_ENV} or {KEK_FILE_ENV}): it cannot append to it without losing data"
+                )
+            self._run_keys[run_id] = found
+        return self._run_keys[run_id]
+
+    def _data_key(self, key_id: str) -> bytes | None:
+        """A data key, unwrapped; ``None`` if it was erased."""
+        if key_id not in self._data_keys:
+            rows = self._read("SELECT wrapped FROM data_keys WHERE key_id = ?", (key_id,))
+            if not rows:
+                raise StoreError(f"data key {key_id} is missing from the ledger")
+            wrapped = rows[0][0]
+            if wrapped is None:
+                self._data_keys[key_id] = None
+            else:
+                if self.kek is None:
+                    raise ConfigurationError(f"no key-encryption key to open data key {key_id}")
+                self._data_keys[key_id] = self.kek.unwrap(base64.b64decode(wrapped))
+        return self._data_keys[key_id]
+
+    def _new_key(self, cur: Cursor, subject: str, now: str) -> str:
+        assert self.kek is not None
+        key_id = "dk_" + os.urandom(10).hex()
+        key = new_data_key()
+        cur.run(
+            "INSERT INTO data_keys (key_id, subject, kek_id, wrapped, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (key_id, subject, self.kek.key_id, base64.b64encode(self.kek.wrap(key)).decode(), now),
+        )
+        self._data_keys[key_id] = key
+        return key_id
+
+    def _subject_key(self, subject: str) -> str:
+        """The live data key of ``subject`` (stored blinded), created on first use."""
+        blinded = blind(self._index_key(), subject)
+
+        def fn(cur: Cursor) -> str:
+            row = cur.one(
+                "SELECT key_id FROM data_keys WHERE subject = ? AND wrapped IS NOT NULL "
+                "ORDER BY created_at LIMIT 1",
+                (blinded,),
+            )
+            if row is not None:
+                return str(row[0])
+            return self._new_key(cur, blinded, format_time(datetime.now(UTC)))
+
+        return self._transaction(fn)
+
+    def _index_key(self) -> bytes:
+        """The deployment's key for blinding values (subjects, projected arguments)."""
+        if self._index is None:
+            if self.kek is None:
+                raise ConfigurationError(f"no key-encryption key ({KEK_ENV} or {KEK_FILE_ENV})")
+            rows = self._read("SELECT key_id FROM data_keys WHERE subject = ?", (INDEX_SUBJECT,))
+            if rows:
+                key = self._data_key(str(rows[0][0]))
+                assert key is not None
+                self._index = key
+            else:
+
+                def fn(cur: Cursor) -> str:
+                    row = cur.one(
+                        "SELECT key_id FROM data_keys WHERE subject = ?", (INDEX_SUBJECT,)
+                    )
+                    if row is not None:
+                        return str(row[0])
+                    return self._new_key(cur, INDEX_SUBJECT, format_time(datetime.now(UTC)))
+
+                key = self._data_key(self._transaction(fn))
+                assert key is not None
+                self._index = key
+        return self._index
+
+    def _unseal(self, run_id: str, type_: str, payload: dict[str, Any]) -> Unsealed:
+        key_id = str(payload[SEALED_KEY].get("key"))
+        if payload[SEALED_KEY].get("erased"):
+            return unseal(payload, None, run_id, type_, "erased")
+        if self.kek is None:
+            return unseal(payload, None, run_id, type_, "no key")
+        key = self._data_key(key_id)
+        return unseal(payload, key, run_id, type_, "erased" if key is None else "")
+
+    def open_sealed(self, run_id: str, type_: str, payload: dict[str, Any]) -> Unsealed:
+        return self._unseal(run_id, type_, payload)
+
+    def projected_args(self, args: Any) -> Any:
+        return blind_args(self._index_key(), args)
+
+    def erase_subject(self, subject: str, *, by: str, at: str) -> list[str]:
+        """Destroy every data key of ``subject`` (crypto-shredding); the runs they sealed.
+
+        Nothing in the chain changes; their sealed content is unreadable from now on, and
+        the projection of their executed actions loses its (blinded) arguments.
+        """
+        blinded = blind(self._index_key(), subject)
+
+        def fn(cur: Cursor) -> list[str]:
+            keys = [
+                str(r[0])
+                for r in cur.all(
+                    "SELECT key_id FROM data_keys WHERE subject = ? AND wrapped IS NOT NULL",
+                    (blinded,),
+                )
+            ]
+            runs: list[str] = []
+            for key_id in keys:
+                cur.run(
+                    "UPDATE data_keys SET wrapped = NULL, erased_at = ?, erased_by = ? "
+                    "WHERE key_id = ?",
+                    (at, by, key_id),
+                )
+                runs.extend(
+                    str(r[0])
+                    for r in cur.all("SELECT run_id FROM run_keys WHERE key_id = ?", (key_id,))
+                )
+            for run_id in runs:
+                cur.run(
+                    f"UPDATE executed_actions SET args = {self.JSON_PARAM} WHERE run_id = ?",
+                    ("{}", run_id),
+                )
+            return sorted(runs)
+
+        runs = self._transaction(fn)
+        self._data_keys.clear()
+        return runs
+
+    def rotate_kek(self, new: KeyEncryptionKey) -> int:
+        """Re-wrap every live data key under ``new``; no event is rewritten. The count."""
+        if self.kek is None:
+            raise ConfigurationError(f"no current key-encryption key ({KEK_ENV} or {KEK_FILE_ENV})")
+        old = self.kek
+
+        def fn(cur: Cursor) -> int:
+            rows = cur.all("SELECT key_id, wrapped FROM data_keys WHERE wrapped IS NOT NULL")
+            for key_id, wrapped in rows:
+                key = old.unwrap(base64.b64decode(wrapped))
+                cur.run(
+                    "UPDATE data_keys SET wrapped = ?, kek_id = ? WHERE key_id = ?",
+                    (base64.b64encode(new.wrap(key)).decode(), new.key_id, key_id),
+                )
+            return len(rows)
+
+        count = self._transaction(fn)
+        self.kek = new
+        return count
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only statement with ``?`` placeholders, for checks that read the
@@ -566,6 +796,21 @@ class SqlStore(Store):
                 raise StoreError(
                     f"event {seq} of run {run_id} is not valid JSON ({exc}); run `charter verify {run_id}`"
                 ) from None
+            if SEALED_KEY in payload:
+                opened = self._unseal(run_id, type_, payload)
+                out.append(
+                    StoredEvent(
+                        run_id,
+                        seq,
+                        at,
+                        decode(type_, opened.data),
+                        prev,
+                        h,
+                        opened.unreadable,
+                        opened.reason,
+                    )
+                )
+                continue
             out.append(StoredEvent(run_id, seq, at, decode(type_, payload), prev, h))
         return out
 

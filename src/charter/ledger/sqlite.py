@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from charter.errors import StoreError, StoreLockedError
+from charter.ledger.sealing import KeyEncryptionKey
 from charter.ledger.sqlbase import Cursor, SqlStore, apply_migrations
 from charter.ledger.store import DEFAULT_PAYLOAD_CAP, check_schema_version
 
@@ -46,12 +47,14 @@ class SQLiteStore(SqlStore):
         create: bool = True,
         read_only: bool = False,
         payload_cap: int = DEFAULT_PAYLOAD_CAP,
+        kek: KeyEncryptionKey | None = None,
     ) -> None:
         self.path = str(path)
         self.url = f"sqlite:///{self.path}"
         self.payload_cap = payload_cap
         self.read_only = read_only
         self._immutable = False
+        self._init_sealing(kek)
         memory = self.path == ":memory:"
         file = Path(self.path)
         if not memory and (read_only or not create) and not _has_content(file):

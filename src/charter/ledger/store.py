@@ -19,6 +19,7 @@ from typing import Any
 
 from charter.errors import StoreError
 from charter.ledger.events import Event, StoredEvent
+from charter.ledger.sealing import Unsealed
 
 DEFAULT_PAYLOAD_CAP = 64 * 1024
 DEFAULT_DB = "charter.db"
@@ -125,8 +126,13 @@ class Store(ABC):
         idempotency_key: str | None,
         event: Event,
         at: str,
+        seal_subject: str | None = None,
     ) -> tuple[str, bool]:
-        """Create a queued run with its first event; with a known key return (existing id, False)."""
+        """Create a queued run with its first event; with a known key return (existing id, False).
+
+        ``seal_subject``: the run's content is sealed at rest under that subject's data key
+        (when the store has a key-encryption key; see :mod:`charter.ledger.sealing`).
+        """
 
     @abstractmethod
     def append(
@@ -148,6 +154,15 @@ class Store(ABC):
 
     @abstractmethod
     def raw_events(self, run_id: str) -> Iterator[RawEvent]: ...
+
+    @abstractmethod
+    def open_sealed(self, run_id: str, type_: str, payload: dict[str, Any]) -> Unsealed:
+        """A stored payload holding sealed content, opened with this store's key (content
+        whose key is erased or absent reads as stand-ins, named in the result)."""
+
+    @abstractmethod
+    def projected_args(self, args: Any) -> Any:
+        """What ``executed_actions.args`` holds for a sealed run's arguments (blinded)."""
 
     @abstractmethod
     def get_run(self, run_id: str) -> RunRow: ...
@@ -263,8 +278,11 @@ def open_store(url: str | None = None, *, create: bool = True, read_only: bool =
     ``read_only=True`` (read commands) opens an existing ledger without migrating it, on a
     connection that cannot write.
     """
+    from charter.ledger.sealing import kek_from_env
+
     target = url or os.environ.get("CHARTER_DATABASE_URL") or DEFAULT_DB
     cap = int(os.environ.get("CHARTER_PAYLOAD_CAP", DEFAULT_PAYLOAD_CAP))
+    kek = kek_from_env()  # sealing at rest, when the deployment configures a key
     if target.startswith(("postgresql://", "postgres://")):
         try:
             from charter.ledger.postgres import PostgresStore
@@ -272,7 +290,7 @@ def open_store(url: str | None = None, *, create: bool = True, read_only: bool =
             raise StoreError(
                 f"PostgreSQL ledgers need psycopg ({exc}); install charter[postgres]"
             ) from None
-        return PostgresStore(target, create=create, read_only=read_only, payload_cap=cap)
+        return PostgresStore(target, create=create, read_only=read_only, payload_cap=cap, kek=kek)
     if "://" in target and not target.startswith("sqlite://"):
         raise StoreError(
             f"unsupported database URL {target!r}; use sqlite:///path/to/ledger.db or "
@@ -281,4 +299,6 @@ def open_store(url: str | None = None, *, create: bool = True, read_only: bool =
     from charter.ledger.sqlite import SQLiteStore
 
     path = target.removeprefix("sqlite:///").removeprefix("sqlite://")
-    return SQLiteStore(path or DEFAULT_DB, create=create, read_only=read_only, payload_cap=cap)
+    return SQLiteStore(
+        path or DEFAULT_DB, create=create, read_only=read_only, payload_cap=cap, kek=kek
+    )

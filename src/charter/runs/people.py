@@ -6,6 +6,10 @@ overwriting it), and it re-queues the run so a worker takes the next step. Nothi
 executes anything: an approval answers one decision about one exact action (its digest),
 and the step machine decides that action again before it runs (docs/runs.md, "What an
 approval authorises").
+
+With a :class:`~charter.ledger.signing.Signer`, the verdict or cancel carries the person's
+Ed25519 signature over exactly what they decided, checked offline by ``charter verify
+--signatures`` (docs/runs.md, "Tamper evidence").
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from charter import jsontext
 from charter.errors import UsageError
 from charter.ledger.events import ReviewDecided, RunCancelled
+from charter.ledger.signing import Signer, cancel_message, review_message
 from charter.ledger.store import Store
 from charter.primitives import format_time, parse_time
 from charter.runs.catalog import Catalog
@@ -54,11 +59,13 @@ class People:
         by: str,
         comment: str = "",
         args: Mapping[str, Any] | None = None,
+        signer: Signer | None = None,
     ) -> str:
         """Record a reviewer's verdict on a pending review, bound to the exact action it saw.
 
         Edited arguments are validated against the action's schema (formats included)
-        before anything is written; the run then decides them from scratch.
+        before anything is written; the run then decides them from scratch. With
+        ``signer``, the verdict is signed as ``by``.
         """
         if verdict not in ("approve", "reject"):
             raise UsageError(f"verdict must be approve or reject, got {verdict!r}")
@@ -99,7 +106,7 @@ class People:
             if req.kind != "action" or req.action is None:
                 raise UsageError("only action reviews take edited arguments")
             contract = self.catalog.contract_for(state.policy_hash)
-            edited = recordable(dict(args), "edited args", UsageError)
+            edited = recordable(dict(args), "edited args", UsageError, "argument_bytes")
             errors = list(contract.actions[req.action].validator.iter_errors(edited))
             if errors:
                 raise UsageError(
@@ -107,8 +114,16 @@ class People:
                     + "; ".join(e.message for e in errors)
                 )
             digest = action_digest(review.run_id, req.step, req.action, edited)
+        decided_at = format_time(self.clock())
+        signature = None
+        if signer is not None:
+            signature = signer.sign(
+                review_message(
+                    review.run_id, req.review_id, digest, verdict, by, decided_at, comment, edited
+                )
+            )
         event = ReviewDecided(
-            req.review_id, verdict, by, format_time(self.clock()), digest, comment, edited
+            req.review_id, verdict, by, decided_at, digest, comment, edited, signature=signature
         )
         self.store.append(
             review.run_id,
@@ -120,17 +135,22 @@ class People:
         )
         return review.run_id
 
-    def cancel(self, run_id: str, *, by: str, reason: str) -> None:
-        """End a run that has not ended; its pending actions never execute."""
+    def cancel(self, run_id: str, *, by: str, reason: str, signer: Signer | None = None) -> None:
+        """End a run that has not ended; its pending actions never execute. With ``signer``,
+        the cancel is signed as ``by`` (over the time it is recorded at)."""
         _text((by, "by"), (reason, "reason"))
         state = self.state_of(run_id)
         if state.is_terminal:
             raise UsageError(f"run {state.run_id} already ended ({state.status})")
+        at = format_time(self.clock())
+        signature = None
+        if signer is not None:
+            signature = signer.sign(cancel_message(state.run_id, by, reason, at))
         self.store.append(
             state.run_id,
-            [RunCancelled(by, reason)],
+            [RunCancelled(by, reason, signature=signature)],
             expected_seq=state.seq,
-            at=format_time(self.clock()),
+            at=at,
             status="cancelled",
             wake_at=None,
         )

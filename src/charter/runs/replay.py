@@ -113,9 +113,17 @@ class ReplayResult:
     run_id: str
     decisions: int
     divergence: dict[str, Any] | None = None
+    #: decisions (by event) that can no longer be re-made because what they were made on was
+    #: erased (``charter erase``), and the events whose content is gone
+    unreplayable: list[int] = field(default_factory=list)
+    erased_events: list[int] = field(default_factory=list)
+    #: why those events are unreadable: ``erased``, or ``no key`` (sealed, no KEK here)
+    unreadable_reason: str = ""
 
     @property
     def agrees(self) -> bool:
+        """No replayed decision differs (decisions that cannot be replayed are reported
+        in :attr:`unreplayable`, not counted as agreeing or diverging)."""
         return self.divergence is None
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,12 +132,28 @@ class ReplayResult:
             "decisions": self.decisions,
             "agrees": self.agrees,
             "divergence": self.divergence,
+            "unreplayable": self.unreplayable,
+            "erased_events": self.erased_events,
+            "unreadable_reason": self.unreadable_reason,
         }
 
 
 def replay(store: Store, contract: Contract, run_id: str) -> ReplayResult:
-    """Re-decide every recorded decision of a run with its own contract; report the first difference."""
+    """Re-decide every recorded decision of a run with its own contract; report the first
+    difference, and the decisions whose inputs were erased (which cannot be re-made)."""
     events = store.events(run_id)
+    erased = [e for e in events if e.unreadable]
+    if erased:
+        decisions = [rec.seq for _, rec in walk(contract, run_id, events)]
+        # every decision reads the run's input and observations, sealed from the first event
+        return ReplayResult(
+            run_id,
+            len(decisions),
+            None,
+            decisions,
+            [e.seq for e in erased],
+            erased[0].unreadable_reason,
+        )
     count = 0
     for state, rec in walk(contract, run_id, events):
         count += 1
@@ -174,6 +198,9 @@ class BacktestResult:
     transitions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     changes: list[Change] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: runs left out because what their decisions were made on is unreadable (erased, or
+    #: sealed and this process has no key): re-deciding on stand-ins would invent changes
+    unreadable: list[str] = field(default_factory=list)
 
     def summary(self) -> list[str]:
         lines = []
@@ -200,6 +227,7 @@ class BacktestResult:
             "summary": self.summary(),
             "changes": [c.to_dict() for c in self.changes],
             "errors": self.errors,
+            "unreadable": self.unreadable,
         }
 
 
@@ -221,8 +249,12 @@ def backtest(
         row = store.get_run(run_id)
         old = contract_for(row.policy_hash)
         old_refs.add(old.ref)
+        events = store.events(run_id)
+        if any(e.unreadable for e in events):
+            result.unreadable.append(run_id)
+            continue
         result.runs += 1
-        for state, rec in walk(old, run_id, store.events(run_id)):
+        for state, rec in walk(old, run_id, events):
             result.decisions += 1
             if rec.action is not None and rec.action not in new.actions:
                 after = "deny"

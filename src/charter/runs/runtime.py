@@ -35,6 +35,7 @@ from charter.contract.model import Contract
 from charter.errors import IdempotencyConflictError, UsageError
 from charter.execution.runner import CallRunner
 from charter.ledger.events import RunSubmitted
+from charter.ledger.signing import Signer
 from charter.ledger.store import Store, open_store
 from charter.models.base import ModelProvider
 from charter.models.pricing import PriceTable
@@ -111,8 +112,8 @@ class Runtime:
         model for this run; it is recorded in ``RunSubmitted`` so every worker uses it. A
         known key with a different submission is refused (:class:`IdempotencyConflictError`).
         """
-        payload = recordable(dict(input), "input", UsageError)
-        extra = recordable(dict(context or {}), "context", UsageError)
+        payload = recordable(dict(input), "input", UsageError, "input_bytes")
+        extra = recordable(dict(context or {}), "context", UsageError, "input_bytes")
         if idempotency_key is not None:
             problem = jsontext.text_problem(idempotency_key, "idempotency key")
             if problem or not idempotency_key.strip():
@@ -140,14 +141,19 @@ class Runtime:
             submitted_at=now,
             model=model_spec,
         )
+        run_id = f"run_{uuid.uuid4().hex[:20]}"
+        subject = None
+        if contract.sensitive:  # sealed at rest if the store has a key-encryption key
+            subject = contract.privacy.subject_of(payload) or run_id
         run_id, created = self.store.create_run(
-            f"run_{uuid.uuid4().hex[:20]}",
+            run_id,
             contract=contract.ref,
             contract_name=contract.name,
             policy_hash=contract.policy_hash,
             idempotency_key=idempotency_key,
             event=event,
             at=now,
+            seal_subject=subject,
         )
         if not created:
             self._same_submission(run_id, event)
@@ -229,10 +235,14 @@ class Runtime:
         by: str,
         comment: str = "",
         args: Mapping[str, Any] | None = None,
+        signer: Signer | None = None,
     ) -> str:
-        """Record a reviewer's verdict (see :meth:`People.decide_review`); the run's id."""
-        return self.people.decide_review(review_id, verdict, by=by, comment=comment, args=args)
+        """Record a reviewer's verdict (see :meth:`People.decide_review`), signed by ``signer``
+        when given (checked offline by ``charter verify --trusted-keys``); the run's id."""
+        return self.people.decide_review(
+            review_id, verdict, by=by, comment=comment, args=args, signer=signer
+        )
 
-    def cancel(self, run_id: str, *, by: str, reason: str) -> None:
+    def cancel(self, run_id: str, *, by: str, reason: str, signer: Signer | None = None) -> None:
         """Cancel a run that has not ended; its pending actions never execute."""
-        self.people.cancel(run_id, by=by, reason=reason)
+        self.people.cancel(run_id, by=by, reason=reason, signer=signer)

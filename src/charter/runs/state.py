@@ -314,6 +314,12 @@ class Folder:
     @_applies(ActionDecided)
     def _on_action_decided(self, ev: ActionDecided, stored: StoredEvent) -> None:
         s = self.state
+        if ev.index >= len(s.slots):
+            # the proposal's actions were erased (charter erase): rebuild what the decision
+            # itself says, so that an erased run still folds
+            s.slots.extend(
+                Slot(i, ev.action, dict(ev.args)) for i in range(len(s.slots), ev.index + 1)
+            )
         slot = s.slots[ev.index]
         slot.step = ev.step
         slot.args = dict(ev.args)

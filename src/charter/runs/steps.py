@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from charter import jsontext
+from charter.caps import CAPS
 from charter.contract.model import Contract
 from charter.errors import CharterError, RunStateError
 from charter.execution.base import ExecutionContext
@@ -72,12 +73,20 @@ def decision_record(decision: Decision, counts: list[list[Any]]) -> dict[str, An
     return {**decision.to_dict(), "counts": counts}
 
 
-def recordable(value: Any, what: str, error: type[CharterError] = CharterError) -> Any:
-    """A plain JSON copy of ``value``, or ``error`` naming every field the ledger cannot hold."""
+def recordable(
+    value: Any, what: str, error: type[CharterError] = CharterError, cap: str = ""
+) -> Any:
+    """A plain JSON copy of ``value``, or ``error`` naming every field the ledger cannot hold
+    (and the size, when ``cap`` names the :mod:`charter.caps` cap it must stay within)."""
     found = jsontext.problems(value, what)
     if found:
         raise error(f"{what} cannot be recorded: " + "; ".join(found))
-    return json.loads(json.dumps(value))
+    text = json.dumps(value)
+    if cap and len(text) > CAPS[cap].limit:  # ASCII JSON: a cheap upper bound first
+        size = jsontext.json_size(value)
+        if size > CAPS[cap].limit:
+            raise error(CAPS[cap].exceeded(size, what))
+    return json.loads(text)
 
 
 def error_text(exc: BaseException) -> str:
@@ -208,7 +217,9 @@ class StepMachine:
             if not spec.reader:
                 continue
             reader = import_callable(spec.reader, f"reader of channel {name}")
-            content = recordable(reader(dict(unit.state.input)), f"channel {name}")
+            content = recordable(
+                reader(dict(unit.state.input)), f"channel {name}", cap="observation_bytes"
+            )
             events.append(ChannelRead(name, list(spec.labels), content, format_time(now), reason))
         return events
 
@@ -478,6 +489,11 @@ class StepMachine:
         # the result looks like. A result that is not JSON text is recorded as the closest
         # value that is, and the run does not go on as if it were well formed.
         result, changes = jsontext.sanitised(raw)
+        if len(json.dumps(result)) > CAPS["observation_bytes"].limit:
+            size = jsontext.json_size(result)
+            if size > CAPS["observation_bytes"].limit:  # kept out of the model's context
+                changes.append(CAPS["observation_bytes"].exceeded(size, "result"))
+                result = {"omitted": changes[-1]}
         events = [
             ActionCompleted(
                 step,
@@ -494,7 +510,7 @@ class StepMachine:
         unit.apply(events, done)
         if changes and not compensation:
             reason = (
-                f"action {name} failed: result of {name} is not JSON-serialisable "
+                f"action {name} failed: result of {name} cannot be used as returned "
                 f"({'; '.join(changes)}); it is recorded as sanitised"
             )
             unit.apply(self._abort(unit, reason), done)

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from charter.contract.model import Contract
-from charter.errors import ConflictError
+from charter.errors import ConfigurationError, ConflictError
 from charter.ledger.events import (
     ActionCompleted,
     ActionFailed,
@@ -84,8 +84,17 @@ class Unit:
         (someone else appended first: a cancel, a review, a worker that took over)."""
         self.pending = []
         self.folder = Folder(self.contract, self.run_id)
-        self.folder.apply_all(self.store.events(self.run_id))
+        events = self.store.events(self.run_id)
+        self.folder.apply_all(events)
         self.committed = self.state.seq
+        unreadable = {e.unreadable_reason for e in events if e.unreadable}
+        if "no key" in unreadable:
+            raise ConfigurationError(
+                f"run {self.run_id} is sealed at rest and this process has no key-encryption "
+                "key to read it (CHARTER_KEK or CHARTER_KEK_FILE)"
+            )
+        #: the run's subject was erased: what it knew is gone, it cannot go on
+        self.erased = bool(unreadable)
 
     def apply(self, events: list[Event], now: datetime, *, flush: bool = False) -> None:
         """Apply events to the run's state now; commit them with the step's other events.

@@ -31,6 +31,7 @@ from charter.errors import (
     ConflictError,
     ContractError,
     RunBusyError,
+    RunStateError,
     StoreError,
     StoreUnavailableError,
 )
@@ -140,17 +141,20 @@ class Worker:
         try:
             contract = self.catalog.contract_for(row.policy_hash)
             self.catalog.ensure_runnable(contract, self.worker_id)
+            unit = Unit(self.store, self.clock, contract, row.run_id, row.epoch, time.monotonic())
         except (ConfigurationError, ContractError) as exc:
-            # a worker problem, not the run's: leave it for a worker that can import the
-            # code, and stop this one
+            # a worker problem, not the run's (code it cannot import, a sealed run it has no
+            # key for): leave the run for a worker that can, and stop this one
             self.store.release(row.run_id, self.worker_id, row.epoch)
             raise ConfigurationError(
                 f"{exc}; run {row.run_id} was left untouched for a worker that can"
             ) from None
-        unit = Unit(self.store, self.clock, contract, row.run_id, row.epoch, time.monotonic())
         self._current = unit
         self._start_heartbeat()
         try:
+            if unit.erased and not unit.state.is_terminal:
+                # its subject's data was erased while it was unfinished: nothing to go on
+                self.machine.fail(unit, RunStateError("the subject's data was erased"))
             while not unit.state.is_terminal and not self.stopping.is_set():
                 try:
                     if unit.lost or self.renew_if_due(unit) is False:
