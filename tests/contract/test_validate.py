@@ -238,3 +238,54 @@ def test_time_literals_cel_rejects_are_reported_at_load(when: str, literal: str)
 def test_valid_time_literals_load() -> None:
     when = 'now - duration("24h") < timestamp("2026-01-31T12:00:00Z") && duration("1h30m") > duration("90s")'
     build(with_rules([rule("r", when, "deny")]))
+
+
+# -- limits (see "Limits" in docs/policy.md) ---------------------------------------------
+
+THIRTY = "[" + ", ".join(str(i) for i in range(30)) + "]"
+#: 30**4 iterations of the innermost body: over the default expression_cost cap
+FOUR_DEEP = (
+    f"{THIRTY}.all(a, {THIRTY}.all(b, {THIRTY}.all(c, {THIRTY}.all(d, a + b + c + d >= 0))))"
+)
+
+
+def test_an_expression_over_the_cost_cap_is_located_wherever_it_is() -> None:
+    found = issues_of(
+        with_rules(
+            [rule("deep", FOUR_DEEP, "deny"), rule("fine", "true", "allow")],
+            success=[FOUR_DEEP],
+            value={"expr": f"size({FOUR_DEEP.replace('.all(', '.map(')})", "unit": "USD"},
+        )
+    )
+    paths = [path for path, _ in found]
+    assert paths == ["policy.rules[0].when", "success[0]", "value.expr"]
+    for _, message in found:
+        assert message.startswith("CEL expression may be too expensive to evaluate: ")
+        assert "over the limit of 1,000,000 (expression_cost)" in message
+        assert "CHARTER_CAP_EXPRESSION_COST=N" in message
+
+
+def test_the_cost_cap_can_be_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHARTER_CAP_EXPRESSION_COST", "100000000")
+    assert build(with_rules([rule("deep", FOUR_DEEP, "deny")])).engine.rules[0].id == "deep"
+
+
+def test_the_rules_cap_is_an_issue_at_the_rule_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHARTER_CAP_RULES", "2")
+    found = issues_of(with_rules([rule(f"r{i}", "true", "allow") for i in range(3)]))
+    assert found == [
+        (
+            "policy.rules",
+            "the number of policy rules is 3, over the limit of 2 (rules); "
+            "raise it with CHARTER_CAP_RULES=N if this input is expected",
+        )
+    ]
+
+
+def test_the_length_cap_names_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHARTER_CAP_EXPRESSION_CHARS", "30")
+    when = "action.args.amount > 100 && action.args.amount < 200"
+    ((path, message),) = issues_of(with_rules([rule("long", when, "deny")]))
+    assert path == "policy.rules[0].when"
+    assert message.startswith(f"CEL expression is too long ({len(when)} characters): ")
+    assert "(expression_chars); raise it with CHARTER_CAP_EXPRESSION_CHARS=N" in message

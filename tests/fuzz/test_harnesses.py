@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-HARNESSES = ["fuzz_contract_loader.py", "fuzz_proposal.py", "fuzz_json_args.py"]
+HARNESSES = [
+    "fuzz_contract_loader.py",
+    "fuzz_proposal.py",
+    "fuzz_json_args.py",
+    "fuzz_policy.py",
+]
 
 
 @pytest.mark.timeout(120)

@@ -19,10 +19,12 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 from referencing import Registry, Resource
 
+from charter.caps import CAPS
 from charter.contract.formats import KNOWN_FORMATS, unknown_formats
 from charter.contract.source import Document, PathPart
 from charter.errors import CelCompileError, CelEvalError, Issue
 from charter.policy.cel import (
+    ASSUMED_SIZE,
     LIST_FUNCTIONS,
     STRING_FUNCTIONS,
     VARIABLES,
@@ -173,8 +175,10 @@ def _schema_issues(doc: Document, name: str) -> Iterator[Issue]:
 #: Longer CEL source is refused before compiling: the CEL parser panics on a syntax error
 #: past column 65535 and overflows its native stack on expression trees some 20000 levels
 #: deep (``a.b.c...``, ``1+1+...``), both outside Python's control. Two characters make
-#: a level, so this keeps trees below 5000 levels; real conditions are far shorter.
-MAX_EXPRESSION_LENGTH = 10_000
+#: a level, so this keeps trees below 5000 levels; real conditions are far shorter. The
+#: default of the ``expression_chars`` cap (:mod:`charter.caps`), which is what applies;
+#: ``compile_expression`` refuses what is over it, and deep trees, for every caller.
+MAX_EXPRESSION_LENGTH = CAPS["expression_chars"].default
 
 _BOUND = re.compile(r"\b(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 
@@ -186,10 +190,11 @@ def check_expression(doc: Document, parts: list[PathPart], source: Any) -> Itera
     if not source.strip():
         yield doc.issue(parts, "CEL expression is blank", "write a condition, e.g. 'true'")
         return
-    if len(source) > MAX_EXPRESSION_LENGTH:
+    chars = CAPS["expression_chars"]
+    if len(source) > chars.limit:
         yield doc.issue(
             parts,
-            f"CEL expression is too long ({len(source)} characters, at most {MAX_EXPRESSION_LENGTH})",
+            f"CEL expression is too long ({len(source)} characters): {chars.exceeded(len(source))}",
             "split the condition over several rules, or move long lists into the task input",
         )
         return
@@ -200,6 +205,16 @@ def check_expression(doc: Document, parts: list[PathPart], source: Any) -> Itera
             parts, f"CEL expression does not compile: {exc}", "fix the expression syntax"
         )
         return
+    cost = CAPS["expression_cost"]
+    if expr.cost > cost.limit:
+        yield doc.issue(
+            parts,
+            f"CEL expression may be too expensive to evaluate: {cost.exceeded(expr.cost)}",
+            "nest fewer comprehensions (each one multiplies the cost of what it contains by "
+            "the length of its list; lists read from the request count as "
+            f"{ASSUMED_SIZE} elements), or iterate over shorter lists; see 'Limits' in "
+            "docs/policy.md",
+        )
     unknown = sorted(
         f
         for f in expr.functions
@@ -239,6 +254,14 @@ def check_rules(doc: Document, prefix: list[PathPart], rules: Any) -> Iterator[I
     """Unique ids and compiling conditions for a list of rules (contract or pack)."""
     if not isinstance(rules, list):
         return
+    cap = CAPS["rules"]
+    if len(rules) > cap.limit:
+        yield doc.issue(
+            prefix,
+            cap.exceeded(len(rules)),
+            "split the policy over several contracts, or share rules in a policy pack",
+        )
+        return  # compiling them all is the cost the cap exists to avoid
     seen: dict[str, int] = {}
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):

@@ -11,8 +11,9 @@ Semantics (documented in ``docs/policy.md``):
 * an action with ``egress: external`` whose arguments carry provenance labels outside its
   ``allows_labels`` is denied by the built-in rule ``flow:<action>``.
 
-Nothing here reads the clock or performs I/O except through the history provider, so
-decisions replay exactly.
+Nothing here performs I/O except through the history provider, and the only clock read
+is the time budget (the ``decision_ms`` cap): a decision whose rules run out of time fails
+closed (see "Limits" in docs/policy.md), and is the one kind that may not replay exactly.
 
 Performance (``bench/policy.py``): converting the request to CEL values costs far more than
 evaluating the rules, so each decision point gets a :class:`_Plan` once, at load: the rules
@@ -30,15 +31,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from charter.errors import PolicyError
+from charter.caps import CAPS
+from charter.errors import ContractError, Issue, PolicyError
 from charter.policy.cel import (
     BUILTIN_FUNCTIONS,
+    TICK,
     VARIABLES,
+    Budget,
     Environment,
     Expression,
     Path,
     Shape,
     error_message,
+    is_panic,
+    out_of_time,
     prune,
     shape_of,
 )
@@ -89,19 +95,23 @@ class _Plan:
     """What deciding at one point (and, at ``action``, for one action name) needs.
 
     ``rules`` are the rules that can match, in contract order; ``checks`` the same as
-    (id, program to run, the rule's own program, contribution when true), where the
-    program to run is the rule's without its leading ``action.name == "..."`` test when the
-    plan is for that action (see :attr:`Expression.unguarded`); ``shape`` the variables to
-    convert and which parts of each; ``functions`` the built-in helpers the rules call;
-    ``provenance``/``count`` whether they call those per-decision functions.
+    (id, program to run, the rule's own program, contribution when true, whether to read
+    the clock after it), where the program to run is the rule's without its leading
+    ``action.name == "..."`` test when the plan is for that action (see
+    :attr:`Expression.unguarded`) and the clock is read as :func:`_timed` says; ``shape``
+    the variables to convert and which parts of each; ``functions`` the built-in helpers
+    the rules call; ``provenance``/``count`` whether they call those per-decision
+    functions; ``guarded`` whether a program calls :data:`~charter.policy.cel.TICK` (see
+    :class:`~charter.policy.cel.Budget`).
     """
 
     rules: tuple[Rule, ...]
-    checks: tuple[tuple[str, Any, Any, _Contribution], ...]
+    checks: tuple[tuple[str, Any, Any, _Contribution, bool], ...]
     shape: tuple[tuple[str, Shape | None], ...]
     functions: dict[str, Callable[..., Any]]
     provenance: bool
     count: bool
+    guarded: bool = False
 
 
 def _plan(rules: Sequence[Rule], action_name: str | None = None) -> _Plan:
@@ -127,15 +137,40 @@ def _plan(rules: Sequence[Rule], action_name: str | None = None) -> _Plan:
             (
                 r.id,
                 _program_for(r, action_name),
-                r.when.program,
+                r.when.guarded if r.when.guarded is not None else r.when.program,
                 (r.id, r.effect, r.reason or r.id, r.reviewers),
+                _timed(r, i, len(rules)),
             )
-            for r in rules
+            for i, r in enumerate(rules)
         ),
         shape=tuple(shape_of(paths).items()),
         functions=functions,
         provenance="provenance" in called,
         count="count" in called,
+        guarded=any(r.when.guarded is not None for r in rules),
+    )
+
+
+#: Rules evaluated between two readings of the clock, at most (see :func:`_timed`).
+_CLOCK_EVERY = 4
+
+#: Calls that run Python (or ask the history provider) rather than native CEL.
+_PYTHON_CALLS = frozenset(BUILTIN_FUNCTIONS) | {"count", "provenance"}
+
+
+def _timed(rule: Rule, index: int, count: int) -> bool:
+    """Whether the engine reads the clock after this rule (the ``index``-th of ``count``).
+
+    Always after a rule with deadline checks or calls into Python, and after every
+    :data:`_CLOCK_EVERY`-th rule and the last; the rules in between are native CEL without
+    comprehensions, whose time is bounded by their size and the request's, so reading the
+    clock after each of them (some 50 ns) would cost more than it could catch.
+    """
+    return (
+        rule.when.guarded is not None
+        or bool(rule.when.functions & _PYTHON_CALLS)
+        or index % _CLOCK_EVERY == _CLOCK_EVERY - 1
+        or index == count - 1
     )
 
 
@@ -143,7 +178,8 @@ def _program_for(rule: Rule, action_name: str | None) -> Any:
     """The rule's program without its ``action.name == action_name &&``, if it has one.
 
     That test is known to be true in a plan for ``action_name``; skipping it saves a
-    fraction of a microsecond per rule, which adds up over the rules of one action.
+    fraction of a microsecond per rule, which adds up over the rules of one action. A
+    rule with deadline checks runs its guarded programs (the shortened one has them too).
     """
     expr = rule.when
     if (
@@ -152,7 +188,7 @@ def _program_for(rule: Rule, action_name: str | None) -> Any:
         and expr.guard == (("action", "name"), action_name)
     ):
         return expr.unguarded
-    return expr.program
+    return expr.guarded if expr.guarded is not None else expr.program
 
 
 def _may_match(rule: Rule, action_name: str) -> bool:
@@ -204,12 +240,32 @@ class PolicyEngine:
         default: Effect = "deny",
         on_error: Effect = "deny",
     ) -> None:
+        cap = CAPS["rules"]
+        if len(rules) > cap.limit:
+            sources: dict[str, int] = {}
+            for r in rules:
+                sources[r.source] = sources.get(r.source, 0) + 1
+            counted = ", ".join(f"{n:,} from {source}" for source, n in sources.items())
+            raise ContractError(
+                [
+                    Issue(
+                        contract,
+                        1,
+                        1,
+                        "policy.rules",
+                        f"{cap.exceeded(len(rules))} ({counted})",
+                        "split the contract, or apply fewer policy packs to it",
+                    )
+                ]
+            )
         self.contract = contract
         self.policy_hash = policy_hash
         self.default: Effect = default
         self.on_error: Effect = on_error
         self.actions = dict(actions)
         self.rules = tuple(rules)
+        #: rule evaluation time per decision (the ``decision_ms`` cap when loaded)
+        self.budget_ms = CAPS["decision_ms"].limit
         self._by_point: dict[str, tuple[Rule, ...]] = {
             point: tuple(r for r in rules if r.at == point) for point in DECISION_POINTS
         }
@@ -278,11 +334,16 @@ class PolicyEngine:
                     value = outcome if outcome is not None else {}
                 values[name] = prune(value, shape)
             functions = plan.functions
-            if plan.provenance or plan.count:
+            budget = None
+            if plan.provenance or plan.count or plan.guarded:
+                budget = Budget(self.budget_ms)
                 functions = dict(functions)
+                if plan.guarded:
+                    functions[TICK] = budget.ticker()
                 if plan.provenance:
 
                     def provenance(value: Any) -> dict[str, list[str]]:
+                        budget.check()
                         return prov.of(value).to_dict()
 
                     functions["provenance"] = provenance
@@ -290,6 +351,7 @@ class PolicyEngine:
                     hist = history if history is not None else _NO_HISTORY
 
                     def count(name: str, match: Mapping[str, Any], window: Any) -> int:
+                        budget.check()
                         # in the normal form of the counted action's arguments (if this
                         # contract declares it): recorded actions are projected the same way
                         traits = self.actions.get(str(name))
@@ -298,13 +360,24 @@ class PolicyEngine:
 
                     functions["count"] = count
             context_ = Environment.of(values, functions).context
+            # The clock runs from here: rule evaluation, not converting the request, is
+            # what the budget bounds. It is read after the rules _timed() marks; inside a
+            # rule, guarded programs and count()/provenance() read it too (Budget).
+            clock = time.perf_counter
+            deadline = clock() + self.budget_ms / 1000
+            if budget is not None:
+                budget.deadline = deadline
             # The programs run directly rather than through Expression.evaluate: with many
             # rules the extra call per rule shows, and the message is only built on failure.
-            for rule_id, program, full, contribution in plan.checks:
-                failure: Exception | None = None
+            for rule_id, program, full, contribution, timed in plan.checks:
+                failure: BaseException | None = None
                 try:
                     result = program.execute(context_)
                 except Exception as exc:
+                    result, failure = None, exc
+                except BaseException as exc:  # a panic of the native evaluator: fail closed
+                    if not is_panic(exc):
+                        raise
                     result, failure = None, exc
                 if program is not full and result is not True and result is not False:
                     # An error or a non-boolean from a shortened program: what the rule
@@ -314,6 +387,13 @@ class PolicyEngine:
                         result = full.execute(context_)
                     except Exception as exc:
                         result, failure = None, exc
+                    except BaseException as exc:
+                        if not is_panic(exc):
+                            raise
+                        result, failure = None, exc
+                if timed and clock() > deadline:
+                    self._out_of_time(plan, rule_id, deadline, errors, contributions)
+                    break
                 if result is True:
                     contributions.append(contribution)
                     continue
@@ -371,6 +451,32 @@ class PolicyEngine:
             now=now.isoformat().replace("+00:00", "Z"),
             elapsed_us=(time.perf_counter() - started) * 1e6,
         )
+
+    def _out_of_time(
+        self,
+        plan: _Plan,
+        rule_id: str,
+        deadline: float,
+        errors: list[RuleError],
+        contributions: list[_Contribution],
+    ) -> None:
+        """The decision's rules ran out of time in ``rule_id``: it fails closed, whatever
+        it returned, and so does every rule after it, which is not evaluated."""
+        message = out_of_time(self.budget_ms, deadline)
+        errors.append(RuleError(rule_id, message))
+        contributions.append(
+            (rule_id, self.on_error, f"rule {rule_id} failed closed: {message}", ())
+        )
+        ids = [check[0] for check in plan.checks]
+        for later in ids[ids.index(rule_id) + 1 :]:
+            skipped = (
+                f"not evaluated: the decision ran out of time in rule {rule_id} "
+                f"(decision_ms, {self.budget_ms:,} ms)"
+            )
+            errors.append(RuleError(later, skipped))
+            contributions.append(
+                (later, self.on_error, f"rule {later} failed closed: {skipped}", ())
+            )
 
     def _action_value(self, action: Mapping[str, Any] | None) -> dict[str, Any]:
         if not action or "name" not in action:
