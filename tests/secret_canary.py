@@ -7,19 +7,23 @@ provider tests, the key-encryption keys of the sealing tests — is remembered, 
 passed to :func:`remember`. When the session ends, every file under pytest's temporary
 directory (each test's ledgers, SQLite write-ahead logs, exports, CLI output files) is read
 and any file holding one of those values fails the session, naming the file and the
-variable. Values shorter than 8 characters are not secrets worth the name and are skipped.
+variable. Values shorter than 8 characters are not secrets worth the name and are skipped,
+as are key files a test writes on purpose (``.kek``, ``.key``, ``.pem``, ``.b64``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
 
 _SECRET_NAME = re.compile(r"(_KEY|_TOKEN|_SECRET|_PASSWORD|^CHARTER_KEK)$")
 _MIN_LENGTH = 8
+#: where a test keeps a key on purpose (a KEK file, a PEM key): not a leak
+KEY_FILES = frozenset({".kek", ".key", ".pem", ".b64"})
 _seen: dict[str, str] = {}  # secret value -> where it came from
 
 
@@ -49,9 +53,13 @@ def leaks(root: Path, secrets: dict[str, str]) -> list[str]:
     for dirpath, _, files in os.walk(root):
         for name in files:
             path = Path(dirpath) / name
+            if path.suffix in KEY_FILES:
+                continue
             try:
+                if not stat.S_ISREG(path.lstat().st_mode):
+                    continue  # a FIFO would block the read, a socket cannot be read
                 data = path.read_bytes()
-            except OSError:  # a socket, a file removed meanwhile
+            except OSError:  # removed meanwhile
                 continue
             found.extend(f"{path}: holds {where}" for needle, where in needles if needle in data)
     return found

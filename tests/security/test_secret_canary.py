@@ -71,3 +71,17 @@ def test_leaks_names_each_file_and_the_secret_it_holds(tmp_path: Path) -> None:
     (tmp_path / "clean.db").write_bytes(b"nothing here")
     found = leaks(tmp_path, {"abcdefgh12345678": "$ANTHROPIC_API_KEY"})
     assert found == [f"{tmp_path / 'x' / 'events.db-wal'}: holds $ANTHROPIC_API_KEY"]
+
+
+def test_leaks_skips_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")  # reading it would block until a writer came
+    (tmp_path / "link").symlink_to("/dev/zero")
+    assert leaks(tmp_path, {"abcdefgh12345678": "$X_KEY"}) == []
+
+
+def test_key_files_are_where_keys_belong(tmp_path: Path) -> None:
+    (tmp_path / "new.kek").write_text("abcdefgh12345678\n")
+    (tmp_path / "ledger.db").write_bytes(b"abcdefgh12345678")
+    assert leaks(tmp_path, {"abcdefgh12345678": "$CHARTER_KEK"}) == [
+        f"{tmp_path / 'ledger.db'}: holds $CHARTER_KEK"
+    ]
