@@ -289,3 +289,27 @@ def test_the_length_cap_names_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     assert path == "policy.rules[0].when"
     assert message.startswith(f"CEL expression is too long ({len(when)} characters): ")
     assert "(expression_chars); raise it with CHARTER_CAP_EXPRESSION_CHARS=N" in message
+
+
+def test_privacy_subject_must_name_a_field_of_the_input() -> None:
+    customer = {
+        "type": "object",
+        "properties": {"customer": {"type": "object", "properties": {"id": {"type": "string"}}}},
+    }
+    data = document(input=customer, privacy={"subject": "customer.ident"})
+    assert issues_of(data) == [
+        (
+            "privacy.subject",
+            "privacy.subject names 'customer.ident', but customer has no property 'ident'",
+        )
+    ]
+    data = document(input=customer, privacy={"subject": "customer_id"})
+    assert issues_of(data) == [
+        (
+            "privacy.subject",
+            "privacy.subject names 'customer_id', but the input has no property 'customer_id'",
+        )
+    ]
+    assert build(document(input=customer, privacy={"subject": "customer.id"})).privacy.subject == (
+        "customer.id"
+    )

@@ -334,6 +334,27 @@ def _check_normalize(doc: Document, name: str, spec: dict[str, Any]) -> Iterator
             )
 
 
+def _check_subject(doc: Document, data: dict[str, Any]) -> Iterator[Issue]:
+    """``privacy.subject`` names a field the input schema declares (a typo would make every
+    run its own subject, and erasing the intended subject would erase nothing)."""
+    subject = _mapping(data.get("privacy")).get("subject")
+    if not isinstance(subject, str):
+        return
+    schema_at: Any = data.get("input")
+    for depth, part in enumerate(subject.split(".")):
+        properties = _mapping(_mapping(schema_at).get("properties"))
+        if part not in properties:
+            known = ", ".join(sorted(properties)) or "none"
+            where = ".".join(subject.split(".")[:depth]) or "the input"
+            yield doc.issue(
+                ["privacy", "subject"],
+                f"privacy.subject names {subject!r}, but {where} has no property {part!r}",
+                f"name a field of the input schema (properties: {known})",
+            )
+            return
+        schema_at = properties[part]
+
+
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -393,6 +414,7 @@ def contract_issues(doc: Document) -> list[Issue]:
                     "add `egress: external` or remove allows_labels",
                 )
             )
+    issues.extend(_check_subject(doc, data))
     policy = _mapping(data.get("policy"))
     issues.extend(check_rules(doc, ["policy", "rules"], policy.get("rules")))
     for i, expr in enumerate(
