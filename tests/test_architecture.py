@@ -28,7 +28,11 @@ ALLOWED: dict[str, set[str]] = {
     "contract": BASE | {"policy"},
     "models": BASE | {"policy", "contract", "ledger"},
     "runs": BASE | {"policy", "contract", "ledger", "execution", "models"},
-    "cli": BASE | {"policy", "contract", "ledger", "execution", "models", "runs", "__init__"},
+    "access": BASE | {"ledger"},
+    "server": BASE | {"policy", "contract", "ledger", "execution", "models", "runs", "access"},
+    "cli": BASE
+    | {"policy", "contract", "ledger", "execution", "models", "runs", "access", "server"}
+    | {"__init__"},
     "__init__": BASE | {"policy", "contract", "ledger", "execution", "models", "runs"},
 }
 

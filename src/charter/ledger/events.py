@@ -20,9 +20,16 @@ class Event:
     """Base of all events; ``TYPE`` is the stable name stored in the ledger."""
 
     TYPE: ClassVar[str] = ""
+    #: fields added after events of this type were first written: left out of the payload
+    #: while ``None``, so an event without them is stored (and hashed) exactly as before
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
 
     def to_data(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in self.OPTIONAL:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,10 @@ class RunSubmitted(Event):
     #: ``provider:model`` chosen at submission over the contract's model section (``None``:
     #: the contract's); in the event so that every worker calls the same model.
     model: str | None = None
+    #: who submitted the run (an API token's identity, the CLI's ``--by``); ``None``: unknown
+    submitted_by: str | None = None
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("submitted_by",)
 
 
 @dataclass(frozen=True)
@@ -159,8 +170,7 @@ class ReviewDecided(Event):
     #: unsigned, and then left out of the payload, which stays as it was before signatures
     signature: dict[str, str] | None = None
 
-    def to_data(self) -> dict[str, Any]:
-        return _unsigned_as_before(super().to_data())
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("signature",)
 
 
 @dataclass(frozen=True)
@@ -287,15 +297,7 @@ class RunCancelled(Event):
     #: the operator's Ed25519 signature over the cancel (charter.ledger.signing), or ``None``
     signature: dict[str, str] | None = None
 
-    def to_data(self) -> dict[str, Any]:
-        return _unsigned_as_before(super().to_data())
-
-
-def _unsigned_as_before(data: dict[str, Any]) -> dict[str, Any]:
-    """An unsigned verdict or cancel is stored (and hashed) exactly as before signatures."""
-    if data.get("signature") is None:
-        data.pop("signature", None)
-    return data
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("signature",)
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -1,0 +1,1 @@
+"""Identity and access: roles, principals, API tokens and the admin chain (docs/access.md)."""
